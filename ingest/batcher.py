@@ -1,0 +1,160 @@
+"""Group commit: concurrent requests share one broker publish, bounded in events and bytes."""
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from .ids import uuid7
+from .parsing import Record
+
+logger = logging.getLogger(__name__)
+
+
+class BatcherFull(Exception):
+    """The pending events or bytes are at their bound; the caller should shed load."""
+
+
+class BatcherClosed(Exception):
+    """The batcher is shutting down and takes no new events."""
+
+
+@dataclass
+class Batch:
+    """Events from one or more requests that are published as one broker message."""
+
+    batch_id: str
+    opened_at: float
+    records: list = field(default_factory=list)
+    nbytes: int = 0
+    published: threading.Event = field(default_factory=threading.Event)
+    error: BaseException | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Ticket:
+    """Where one request's events sit inside a batch."""
+
+    batch: Batch
+    first_index: int
+    count: int
+
+    @property
+    def receipt_id(self) -> str:
+        return f"{self.batch.batch_id}.{self.first_index}.{self.count}"
+
+
+class Batcher:
+    """Collect records from request threads and publish them in batches from flusher threads."""
+
+    def __init__(
+        self,
+        *,
+        publish: Callable[[Batch], None],
+        max_events: int,
+        max_bytes: int,
+        max_wait_s: float,
+        pending_max_events: int,
+        pending_max_bytes: int,
+        flushers: int = 2,
+    ):
+        self._publish = publish
+        self._max_events = max_events
+        self._max_bytes = max_bytes
+        self._max_wait_s = max_wait_s
+        self._pending_max_events = pending_max_events
+        self._pending_max_bytes = pending_max_bytes
+        self._condition = threading.Condition()
+        self._open: Batch | None = None
+        self._sealed: deque[Batch] = deque()
+        self._pending_events = 0
+        self._pending_bytes = 0
+        self._closing = False
+        self._threads = [
+            threading.Thread(target=self._flush_forever, name=f"ingest-flusher-{n}", daemon=True)
+            for n in range(flushers)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    @property
+    def pending(self) -> tuple[int, int]:
+        """Return the events and bytes accepted but not yet published."""
+        with self._condition:
+            return self._pending_events, self._pending_bytes
+
+    def submit(self, *, topic: str, records: list[Record]) -> Ticket:
+        """Add one request's records to a batch; they are never split across batches."""
+        nbytes = sum(len(record.value) for record in records)
+        count = len(records)
+        with self._condition:
+            if self._closing:
+                raise BatcherClosed("the gateway is shutting down")
+            if (
+                self._pending_events + count > self._pending_max_events
+                or self._pending_bytes + nbytes > self._pending_max_bytes
+            ):
+                raise BatcherFull(
+                    f"{self._pending_events} events ({self._pending_bytes} bytes) already wait "
+                    "for the broker"
+                )
+            batch = self._open
+            if batch is not None and (
+                len(batch.records) + count > self._max_events
+                or batch.nbytes + nbytes > self._max_bytes
+            ):
+                self._sealed.append(batch)
+                batch = None
+            if batch is None:
+                batch = self._open = Batch(batch_id=uuid7(), opened_at=time.monotonic())
+            first_index = len(batch.records)
+            batch.records.extend(
+                [topic, record.event_id, record.key, record.value] for record in records
+            )
+            batch.nbytes += nbytes
+            self._pending_events += count
+            self._pending_bytes += nbytes
+            if self._sealed or len(batch.records) >= self._max_events or first_index == 0:
+                self._condition.notify()
+        return Ticket(batch, first_index, count)
+
+    def close(self, *, timeout: float) -> bool:
+        """Publish what is pending, stop the flushers, and say whether they all finished."""
+        with self._condition:
+            self._closing = True
+            self._condition.notify_all()
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        return not any(thread.is_alive() for thread in self._threads)
+
+    def _next_batch(self) -> Batch | None:
+        with self._condition:
+            while True:
+                if self._sealed:
+                    return self._sealed.popleft()
+                batch = self._open
+                if batch is None:
+                    if self._closing:
+                        return None
+                    self._condition.wait()
+                    continue
+                remaining = batch.opened_at + self._max_wait_s - time.monotonic()
+                if remaining <= 0 or self._closing or len(batch.records) >= self._max_events:
+                    self._open = None
+                    return batch
+                self._condition.wait(remaining)
+
+    def _flush_forever(self) -> None:
+        while (batch := self._next_batch()) is not None:
+            try:
+                self._publish(batch)
+            except Exception as error:  # every failure must reach the waiting requests
+                logger.warning("publishing batch %s failed: %r", batch.batch_id, error)
+                batch.error = error
+            with self._condition:
+                self._pending_events -= len(batch.records)
+                self._pending_bytes -= batch.nbytes
+            batch.published.set()

@@ -1,0 +1,158 @@
+"""Per-process machinery of the web side: the batcher, the backlog monitor, the outcome watcher."""
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db import close_old_connections
+
+from .batcher import Batcher
+from .errors import unavailable
+
+logger = logging.getLogger(__name__)
+
+OUTCOME_POLL_INTERVAL_S = 0.05
+OUTCOME_POLL_ERROR_BACKOFF_S = 1.0
+
+
+class BacklogMonitor:
+    """Poll the broker queue depth in the background so requests can shed load without I/O."""
+
+    def __init__(self, *, read_depth, interval_s: float, high_water: int):
+        self._read_depth = read_depth
+        self._interval_s = interval_s
+        self._high_water = high_water
+        self.depth: int | None = None
+        self.error: str | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="ingest-backlog", daemon=True)
+        self._thread.start()
+
+    def check(self, *, retry_after: int) -> None:
+        """Raise a 503 if the broker is unreachable or its backlog is past the high-water mark."""
+        if self.error is not None:
+            raise unavailable(f"the broker is unreachable: {self.error}", retry_after=retry_after)
+        if self.depth is not None and self.depth > self._high_water:
+            raise unavailable(
+                f"{self.depth} batches wait for Kafka (high-water mark {self._high_water})",
+                retry_after=retry_after,
+                code="backlogged",
+            )
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.depth = self._read_depth()
+                self.error = None
+            except Exception as error:  # any failure to reach the broker means shed load
+                self.error = f"{type(error).__name__}: {error}"
+                logger.warning("backlog check failed: %s", self.error)
+            self._stop.wait(self._interval_s)
+
+
+class OutcomeWatcher:
+    """Wait for batch outcomes with one query per poll for all waiting requests together."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._waiting: dict[str, list] = {}
+        self._wakeup = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="ingest-outcomes", daemon=True)
+        self._thread.start()
+
+    def wait(self, batch_id: str, *, timeout: float):
+        """Return the batch's DeliveryOutcome, or None if none is recorded within `timeout`."""
+        done = threading.Event()
+        slot = [done, None]
+        with self._lock:
+            self._waiting.setdefault(batch_id, []).append(slot)
+        self._wakeup.set()
+        done.wait(timeout)
+        with self._lock:
+            slots = self._waiting.get(batch_id, [])
+            if slot in slots:
+                slots.remove(slot)
+                if not slots:
+                    del self._waiting[batch_id]
+        return slot[1]
+
+    def _run(self) -> None:
+        from .models import DeliveryOutcome
+
+        while True:
+            self._wakeup.wait()
+            with self._lock:
+                batch_ids = list(self._waiting)
+                if not batch_ids:
+                    self._wakeup.clear()
+                    continue
+            try:
+                outcomes = list(DeliveryOutcome.objects.filter(batch_id__in=batch_ids))
+            except Exception as error:  # the database may come back; waiters time out meanwhile
+                logger.warning("reading outcomes failed: %r", error)
+                close_old_connections()
+                time.sleep(OUTCOME_POLL_ERROR_BACKOFF_S)
+                continue
+            with self._lock:
+                for outcome in outcomes:
+                    for slot in self._waiting.pop(outcome.batch_id, []):
+                        slot[1] = outcome
+                        slot[0].set()
+            time.sleep(OUTCOME_POLL_INTERVAL_S)
+
+
+@dataclass
+class Gateway:
+    batcher: Batcher
+    backlog: BacklogMonitor
+    outcomes: OutcomeWatcher
+
+
+_lock = threading.Lock()
+_gateway: Gateway | None = None
+
+
+def get_gateway() -> Gateway:
+    global _gateway
+    if _gateway is None:
+        with _lock:
+            if _gateway is None:
+                _gateway = _build_gateway()
+    return _gateway
+
+
+def _build_gateway() -> Gateway:
+    from .tasks import enqueue_batch, queue_depth
+
+    return Gateway(
+        batcher=Batcher(
+            publish=enqueue_batch,
+            max_events=settings.INGEST_BATCH_MAX_EVENTS,
+            max_bytes=settings.INGEST_BATCH_MAX_BYTES,
+            max_wait_s=settings.INGEST_BATCH_MAX_WAIT_MS / 1000,
+            pending_max_events=settings.INGEST_PENDING_MAX_EVENTS,
+            pending_max_bytes=settings.INGEST_PENDING_MAX_BYTES,
+            flushers=settings.INGEST_FLUSHERS,
+        ),
+        backlog=BacklogMonitor(
+            read_depth=queue_depth,
+            interval_s=settings.INGEST_BACKLOG_CHECK_INTERVAL_S,
+            high_water=settings.INGEST_BACKLOG_HIGH_WATER,
+        ),
+        outcomes=OutcomeWatcher(),
+    )
+
+
+def shutdown_gateway(*, timeout: float) -> bool:
+    """Publish every pending batch so waiting requests get their answer; True if all made it."""
+    with _lock:
+        gateway = _gateway
+    if gateway is None:
+        return True
+    gateway.backlog.stop()
+    return gateway.batcher.close(timeout=timeout)

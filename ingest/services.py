@@ -1,0 +1,296 @@
+"""Business logic of the gateway: accept events, deliver batches, dead letters and receipts."""
+
+import logging
+import random
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from itertools import groupby
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+from kafka.errors import (
+    InvalidTopicError,
+    KafkaConfigurationError,
+    KafkaError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    TopicAuthorizationFailedError,
+)
+
+from . import runtime
+from .batcher import BatcherClosed, BatcherFull, Ticket
+from .errors import ApiError, unavailable
+from .ids import uuid7_unix_seconds
+from .models import DeadLetter, DeliveryOutcome
+from .parsing import Record
+from .producer import discard_producer, get_producer
+
+logger = logging.getLogger(__name__)
+
+ACK_LEVELS = ("durable", "delivered", "none")
+
+# Delivery retries back off exponentially with full jitter between these bounds.
+RETRY_BACKOFF_BASE_S = 0.5
+RETRY_BACKOFF_MAX_S = 30.0
+
+
+class DeliveryInterrupted(Exception):
+    """The worker is shutting down in the middle of retrying; the batch goes back to the queue."""
+
+
+@dataclass(frozen=True)
+class Acceptance:
+    """What the gateway says about one accepted request."""
+
+    ids: list[str]
+    receipt_id: str
+    ack: str
+    offsets: list | None = None
+    pending_ids: list[str] | None = None
+
+    def as_json(self) -> dict:
+        body = {"accepted": len(self.ids), "ids": self.ids, "receipt": self.receipt_id}
+        body["ack"] = self.ack
+        if self.offsets is not None:
+            body["offsets"] = self.offsets
+        if self.pending_ids is not None:
+            body["pending_ids"] = self.pending_ids
+        return body
+
+
+def accept_events(*, topic: str, records: list[Record], ack: str) -> Acceptance:
+    """Hand records to the batcher and wait as long as the ack level asks."""
+    gateway = runtime.get_gateway()
+    retry_after = settings.INGEST_RETRY_AFTER_S
+    gateway.backlog.check(retry_after=retry_after)
+    try:
+        ticket = gateway.batcher.submit(topic=topic, records=records)
+    except BatcherFull as error:
+        raise unavailable(
+            f"the gateway is at capacity: {error}", retry_after=retry_after, code="overloaded"
+        ) from error
+    except BatcherClosed as error:
+        raise unavailable(str(error), retry_after=retry_after) from error
+    ids = [record.event_id for record in records]
+    if ack == "none":
+        return Acceptance(ids=ids, receipt_id=ticket.receipt_id, ack=ack)
+    _wait_until_published(ticket, retry_after=retry_after)
+    if ack == "durable":
+        return Acceptance(ids=ids, receipt_id=ticket.receipt_id, ack=ack)
+    outcome = gateway.outcomes.wait(
+        ticket.batch.batch_id, timeout=settings.INGEST_DELIVERED_TIMEOUT_S
+    )
+    return _delivered_acceptance(ids=ids, ticket=ticket, outcome=outcome)
+
+
+def _wait_until_published(ticket: Ticket, *, retry_after: int) -> None:
+    batch = ticket.batch
+    timeout = settings.INGEST_BATCH_MAX_WAIT_MS / 1000 + settings.INGEST_PUBLISH_TIMEOUT_S
+    if not batch.published.wait(timeout):
+        raise unavailable("the broker did not confirm in time", retry_after=retry_after)
+    if batch.error is not None:
+        raise unavailable(
+            f"the broker is unreachable: {type(batch.error).__name__}", retry_after=retry_after
+        )
+
+
+def _delivered_acceptance(
+    *, ids: list[str], ticket: Ticket, outcome: DeliveryOutcome | None
+) -> Acceptance:
+    receipt_id = ticket.receipt_id
+    if outcome is None:
+        return Acceptance(ids=ids, receipt_id=receipt_id, ack="durable", pending_ids=ids)
+    if outcome.status == DeliveryOutcome.Status.DEAD_LETTERED:
+        return Acceptance(ids=ids, receipt_id=receipt_id, ack="dead_lettered", pending_ids=[])
+    offsets = outcome.offsets[ticket.first_index : ticket.first_index + ticket.count]
+    return Acceptance(
+        ids=ids,
+        receipt_id=receipt_id,
+        ack="delivered",
+        offsets=[
+            {"id": event_id, "partition": partition, "offset": offset}
+            for event_id, (partition, offset) in zip(ids, offsets, strict=True)
+        ],
+    )
+
+
+def parse_ack_level(value: str | None) -> str:
+    ack = (value or "durable").strip().lower()
+    if ack not in ACK_LEVELS:
+        raise ApiError(
+            400, "invalid_ack", f"ack must be one of {', '.join(ACK_LEVELS)}, got {value!r}"
+        )
+    return ack
+
+
+# Errors that no retry can mend; everything else may pass (a broker restarting, a partition
+# moving, a network blip) and is retried until INGEST_DELIVERY_MAX_ATTEMPTS or _MAX_AGE_S.
+PERMANENT_KAFKA_ERRORS = (
+    InvalidTopicError,
+    KafkaConfigurationError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    TopicAuthorizationFailedError,
+)
+
+
+def is_transient(error: Exception) -> bool:
+    return not isinstance(error, PERMANENT_KAFKA_ERRORS)
+
+
+def produce_records(*, records: list, timeout: float) -> list[list[int]]:
+    """Write records to Kafka and return [partition, offset] for each, once all are acked."""
+    producer = get_producer()
+    try:
+        futures = [
+            producer.send(
+                topic,
+                value=value.encode(),
+                key=None if key is None else key.encode(),
+                headers=[("event-id", event_id.encode())],
+            )
+            for topic, event_id, key, value in records
+        ]
+        deadline = time.monotonic() + timeout
+        offsets = []
+        for future in futures:
+            metadata = future.get(timeout=max(0.0, deadline - time.monotonic()))
+            offsets.append([metadata.partition, metadata.offset])
+        return offsets
+    except KafkaError:
+        discard_producer(producer)
+        raise
+
+
+def deliver_batch(
+    *, batch_id: str, records: list, accepted_at: float, stopping: threading.Event
+) -> DeliveryOutcome:
+    """Produce a batch to Kafka, retrying transient errors; dead-letter it when out of chances."""
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            offsets = produce_records(records=records, timeout=settings.KAFKA_DELIVERY_TIMEOUT_S)
+        except KafkaError as error:
+            age = time.time() - accepted_at
+            if (
+                not is_transient(error)
+                or attempt >= settings.INGEST_DELIVERY_MAX_ATTEMPTS
+                or age >= settings.INGEST_DELIVERY_MAX_AGE_S
+            ):
+                return dead_letter_batch(
+                    batch_id=batch_id,
+                    records=records,
+                    accepted_at=accepted_at,
+                    attempts=attempt,
+                    reason=f"{type(error).__name__}: {error} (attempt {attempt}, age {age:.0f}s)",
+                )
+            backoff = random.uniform(0, min(RETRY_BACKOFF_MAX_S, RETRY_BACKOFF_BASE_S * 2**attempt))
+            logger.warning(
+                "batch %s attempt %d failed: %r; retrying in %.1fs",
+                batch_id,
+                attempt,
+                error,
+                backoff,
+            )
+            if stopping.wait(backoff):
+                raise DeliveryInterrupted(batch_id) from error
+            continue
+        return record_outcome(
+            batch_id=batch_id,
+            status=DeliveryOutcome.Status.DELIVERED,
+            records=records,
+            accepted_at=accepted_at,
+            attempts=attempt,
+            offsets=offsets,
+        )
+
+
+def record_outcome(
+    *,
+    batch_id: str,
+    status: str,
+    records: list,
+    accepted_at: float,
+    attempts: int,
+    offsets: list | None = None,
+    reason: str = "",
+) -> DeliveryOutcome:
+    outcome, _ = DeliveryOutcome.objects.update_or_create(
+        batch_id=batch_id,
+        defaults={
+            "status": status,
+            "offsets": offsets or [],
+            "topics": sorted({record[0] for record in records}),
+            "reason": reason,
+            "attempts": attempts,
+            "accepted_at": datetime.fromtimestamp(accepted_at, tz=UTC),
+        },
+    )
+    return outcome
+
+
+def dead_letter_batch(
+    *, batch_id: str, records: list, accepted_at: float, attempts: int, reason: str
+) -> DeliveryOutcome:
+    """Keep undeliverable records in the database, one dead letter per topic."""
+    logger.error("dead-lettering batch %s (%d events): %s", batch_id, len(records), reason)
+    with transaction.atomic():
+        for topic, topic_records in groupby(sorted(records, key=lambda r: r[0]), lambda r: r[0]):
+            triples = [[event_id, key, value] for _, event_id, key, value in topic_records]
+            DeadLetter.objects.create(
+                batch_id=batch_id,
+                topic=topic,
+                reason=reason,
+                event_ids=[triple[0] for triple in triples],
+                records=triples,
+                attempts=attempts,
+            )
+        return record_outcome(
+            batch_id=batch_id,
+            status=DeliveryOutcome.Status.DEAD_LETTERED,
+            records=records,
+            accepted_at=accepted_at,
+            attempts=attempts,
+            reason=reason,
+        )
+
+
+def replay_dead_letters(*, dead_letters) -> int:
+    """Enqueue dead letters again as new batches and mark them replayed; return events sent."""
+    from .tasks import enqueue_records
+
+    replayed = 0
+    for dead_letter in dead_letters.filter(replayed_at__isnull=True):
+        records = [[dead_letter.topic, *triple] for triple in dead_letter.records]
+        enqueue_records(records=records)
+        dead_letter.replayed_at = timezone.now()
+        dead_letter.save(update_fields=["replayed_at"])
+        replayed += len(records)
+    return replayed
+
+
+def receipt_status(*, receipt_id: str) -> dict:
+    """Say what became of the events behind a receipt."""
+    batch_id, _, span = receipt_id.partition(".")
+    first, _, count = span.partition(".")
+    created = uuid7_unix_seconds(batch_id)
+    if created is None or not first.isdigit() or not count.isdigit():
+        return {"receipt": receipt_id, "status": "unknown"}
+    first_index, event_count = int(first), int(count)
+    outcome = DeliveryOutcome.objects.filter(batch_id=batch_id).first()
+    if outcome is None:
+        recent = time.time() - created < settings.INGEST_RECEIPT_RETENTION_S
+        return {"receipt": receipt_id, "status": "pending" if recent else "unknown"}
+    body = {"receipt": receipt_id, "status": outcome.status, "attempts": outcome.attempts}
+    if outcome.status == DeliveryOutcome.Status.DEAD_LETTERED:
+        body["reason"] = outcome.reason
+    else:
+        body["offsets"] = [
+            {"partition": partition, "offset": offset}
+            for partition, offset in outcome.offsets[first_index : first_index + event_count]
+        ]
+    return body

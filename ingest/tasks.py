@@ -1,0 +1,99 @@
+"""Celery interface of the gateway: publish batches from the web side, deliver them on workers."""
+
+import logging
+import threading
+import time
+
+from celery import shared_task
+from celery.exceptions import Reject
+from celery.signals import worker_process_shutdown, worker_shutdown, worker_shutting_down
+from celery.worker.control import inspect_command
+from django.conf import settings
+
+from . import health, services
+from .batcher import Batch
+from .ids import uuid7
+from .producer import close_producer
+
+logger = logging.getLogger(__name__)
+
+DELIVER_BATCH_TASK = "ingest.deliver_batch"
+# A publish that cannot reach the broker fails fast; the client retries after a 503.
+PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2}
+PRODUCER_FLUSH_TIMEOUT_S = 10.0
+
+_worker_stopping = threading.Event()
+
+
+@shared_task(
+    name=DELIVER_BATCH_TASK,
+    bind=True,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    ignore_result=True,
+)
+def deliver_batch(self, batch_id: str, records: list, accepted_at: float) -> str:
+    """Deliver one batch of records to Kafka."""
+    try:
+        outcome = services.deliver_batch(
+            batch_id=batch_id, records=records, accepted_at=accepted_at, stopping=_worker_stopping
+        )
+    except services.DeliveryInterrupted as error:
+        raise Reject(
+            f"worker stopping; batch {batch_id} goes back to the queue", requeue=True
+        ) from (error)
+    return outcome.status
+
+
+def enqueue_batch(batch: Batch) -> None:
+    """Publish a batch as one persistent task message and wait for the broker's confirm."""
+    publish(batch_id=batch.batch_id, records=batch.records)
+
+
+def enqueue_records(*, records: list) -> str:
+    batch_id = uuid7()
+    publish(batch_id=batch_id, records=records)
+    return batch_id
+
+
+def publish(*, batch_id: str, records: list) -> None:
+    timeout = settings.INGEST_PUBLISH_TIMEOUT_S
+    deliver_batch.apply_async(
+        kwargs={"batch_id": batch_id, "records": records, "accepted_at": time.time()},
+        task_id=batch_id,
+        retry=True,
+        retry_policy=PUBLISH_RETRY_POLICY,
+        timeout=timeout,
+        confirm_timeout=timeout,
+    )
+
+
+def queue_depth() -> int:
+    """Return how many batches wait in the broker for a worker."""
+    app = deliver_batch.app
+    with app.connection_for_read() as connection:
+        connection.ensure_connection(
+            max_retries=1, timeout=settings.CELERY_BROKER_CONNECTION_TIMEOUT
+        )
+        queue = settings.CELERY_TASK_DEFAULT_QUEUE
+        _, depth, _ = connection.default_channel.queue_declare(
+            queue=queue, durable=True, auto_delete=False, passive=False
+        )
+        return depth
+
+
+@worker_shutting_down.connect
+def _stop_retrying(**kwargs) -> None:
+    _worker_stopping.set()
+
+
+@worker_shutdown.connect
+@worker_process_shutdown.connect
+def _flush_producer(**kwargs) -> None:
+    close_producer(timeout=PRODUCER_FLUSH_TIMEOUT_S)
+
+
+@inspect_command()
+def process_report(state) -> dict:
+    """Report the worker process, so operators and tests can see it runs on native threads."""
+    return health.process_report()

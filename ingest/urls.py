@@ -1,0 +1,9 @@
+from django.urls import path
+
+from . import views
+
+urlpatterns = [
+    path("events/<str:topic>", views.post_events, name="post-events"),
+    path("show/", views.show, name="show"),
+    path("receipts/<str:receipt_id>", views.receipt, name="receipt"),
+]

@@ -1,0 +1,105 @@
+"""HTTP interface of the ingest API; the work happens in services."""
+
+import functools
+
+from django.conf import settings
+from django.views.decorators.csrf import csrf_exempt
+
+from . import parsing, services
+from .errors import ApiError, json_response
+from .health import process_report
+
+ACK_HEADER = "HTTP_X_INGEST_ACK"
+
+
+def api_view(*methods: str):
+    """Allow only `methods`, skip CSRF, and turn ApiError into its JSON answer."""
+
+    def decorate(view):
+        @csrf_exempt
+        @functools.wraps(view)
+        def wrapper(request, *args, **kwargs):
+            try:
+                if request.method not in methods:
+                    error = ApiError(
+                        405, "method_not_allowed", f"{request.method} is not allowed here"
+                    )
+                    response = error.response()
+                    response["Allow"] = ", ".join(methods)
+                    return response
+                return view(request, *args, **kwargs)
+            except ApiError as error:
+                return error.response()
+
+        return wrapper
+
+    return decorate
+
+
+def read_body(request) -> bytes:
+    limit = settings.INGEST_MAX_BODY_BYTES
+    try:
+        declared = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError as error:
+        raise ApiError(400, "invalid_request", "Content-Length is not a number") from error
+    if declared > limit:
+        raise parsing.body_too_large(f"body of {declared} bytes exceeds {limit} bytes")
+    return request.body
+
+
+@api_view("POST")
+def post_events(request, topic: str):
+    """Accept one event or a batch of events for a topic."""
+    parsing.check_topic(
+        topic, allowlist=settings.KAFKA_TOPIC_ALLOWLIST, pattern=settings.KAFKA_TOPIC_PATTERN
+    )
+    ack = services.parse_ack_level(request.GET.get("ack") or request.META.get(ACK_HEADER))
+    parsing.check_content_type(request.META.get("CONTENT_TYPE", ""))
+    body = parsing.decode_body(
+        read_body(request),
+        content_encoding=request.META.get("HTTP_CONTENT_ENCODING", ""),
+        max_decompressed_bytes=settings.INGEST_MAX_DECOMPRESSED_BYTES,
+    )
+    records = parsing.build_records(
+        parsing.parse_events(body),
+        max_events=settings.INGEST_MAX_EVENTS_PER_REQUEST,
+        max_id_length=settings.INGEST_MAX_ID_LENGTH,
+    )
+    acceptance = services.accept_events(topic=topic, records=records, ack=ack)
+    return json_response(acceptance.as_json(), status=202)
+
+
+@api_view("GET")
+def show(request):
+    """Accept the query parameters as one event on the default topic (tracking pixels)."""
+    event = {
+        name: values[0] if len(values) == 1 else values for name, values in request.GET.lists()
+    }
+    ack = services.parse_ack_level(request.META.get(ACK_HEADER))
+    records = parsing.build_records(
+        [event], max_events=1, max_id_length=settings.INGEST_MAX_ID_LENGTH
+    )
+    acceptance = services.accept_events(
+        topic=settings.KAFKA_DEFAULT_TOPIC, records=records, ack=ack
+    )
+    return json_response(acceptance.as_json(), status=202)
+
+
+@api_view("GET")
+def receipt(request, receipt_id: str):
+    """Say whether the events behind a receipt reached Kafka."""
+    return json_response(services.receipt_status(receipt_id=receipt_id))
+
+
+@api_view("GET")
+def healthz(request):
+    """Answer 200 while the process can serve requests."""
+    return json_response({"status": "ok", "process": process_report()})
+
+
+def not_found(request, exception=None):
+    return ApiError(404, "not_found", f"no endpoint at {request.path}").response()
+
+
+def server_error(request):
+    return ApiError(500, "internal_error", "the gateway failed to handle this request").response()

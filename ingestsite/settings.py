@@ -1,0 +1,216 @@
+"""Django settings, read from the environment; docs/CONFIGURATION.md lists every variable."""
+
+import os
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+SERVICE_URL_VARIABLES = ("DATABASE_URL", "CELERY_BROKER_URL", "KAFKA_BOOTSTRAP_SERVERS")
+
+
+def env_str(name: str, default: str = "") -> str:
+    return os.environ.get(name, "").strip() or default
+
+
+def env_int(name: str, default: int) -> int:
+    raw = env_str(name)
+    try:
+        return int(raw) if raw else default
+    except ValueError as error:
+        raise ImproperlyConfigured(f"{name} must be an integer, got {raw!r}") from error
+
+
+def env_float(name: str, default: float) -> float:
+    raw = env_str(name)
+    try:
+        return float(raw) if raw else default
+    except ValueError as error:
+        raise ImproperlyConfigured(f"{name} must be a number, got {raw!r}") from error
+
+
+def env_bool(name: str, default: bool) -> bool:
+    raw = env_str(name).lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ImproperlyConfigured(f"{name} must be true or false, got {raw!r}")
+
+
+def env_list(name: str, default: str = "") -> list[str]:
+    return [item.strip() for item in env_str(name, default).split(",") if item.strip()]
+
+
+# Standalone mode embeds everything (SQLite, a file-based Celery broker, a local Tansu);
+# production mode requires every service URL and a secret key.
+INGEST_MODE = env_str(
+    "INGEST_MODE",
+    "production" if any(env_str(name) for name in SERVICE_URL_VARIABLES) else "standalone",
+)
+if INGEST_MODE not in ("standalone", "production"):
+    raise ImproperlyConfigured(f"INGEST_MODE must be standalone or production, got {INGEST_MODE!r}")
+STANDALONE = INGEST_MODE == "standalone"
+
+if not STANDALONE:
+    missing = [name for name in (*SERVICE_URL_VARIABLES, "SECRET_KEY") if not env_str(name)]
+    if missing:
+        raise ImproperlyConfigured(
+            "Production mode needs " + ", ".join(missing) + " in the environment "
+            "(unset every service URL and INGEST_MODE to run standalone)."
+        )
+
+INGEST_DATA_DIR = Path(env_str("INGEST_DATA_DIR", str(BASE_DIR / ".ingest")))
+
+SECRET_KEY = env_str("SECRET_KEY", "standalone-insecure-key-do-not-use-in-production")
+DEBUG = env_bool("DEBUG", False)
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "*")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "ingest",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "ingestsite.urls"
+WSGI_APPLICATION = "ingestsite.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": dj_database_url.parse(
+        env_str("DATABASE_URL", f"sqlite:///{INGEST_DATA_DIR / 'db.sqlite3'}"),
+        conn_max_age=60,
+    )
+}
+if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+    # Worker threads write outcomes concurrently; WAL and immediate transactions avoid
+    # "database is locked" failures that would otherwise retry a delivered batch.
+    DATABASES["default"]["OPTIONS"] = {
+        "timeout": 20,
+        "transaction_mode": "IMMEDIATE",
+        "init_command": "PRAGMA journal_mode=WAL;",
+    }
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_TZ = True
+STATIC_URL = "static/"
+
+# The ingest views read and bound the body themselves (INGEST_MAX_BODY_BYTES).
+DATA_UPLOAD_MAX_MEMORY_SIZE = None
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    # Every 4xx and 503 already answers the client with its reason; logging each one under
+    # load would cost more than the request. Unexpected 5xx still log with their traceback.
+    "filters": {
+        "unexpected_errors_only": {
+            "()": "django.utils.log.CallbackFilter",
+            "callback": lambda record: getattr(record, "status_code", 500) in (500, 502, 504),
+        }
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "loggers": {
+        "kafka": {"level": env_str("KAFKA_LOG_LEVEL", "WARNING")},
+        "django.request": {
+            "handlers": ["console"],
+            "filters": ["unexpected_errors_only"],
+            "propagate": False,
+        },
+    },
+    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+}
+
+# --- Kafka ---
+KAFKA_BOOTSTRAP_SERVERS = env_list("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:19092")
+KAFKA_DEFAULT_TOPIC = env_str("KAFKA_DEFAULT_TOPIC", "events")
+KAFKA_TOPIC_ALLOWLIST = env_list("KAFKA_TOPIC_ALLOWLIST")
+KAFKA_TOPIC_PATTERN = env_str("KAFKA_TOPIC_PATTERN", r"[A-Za-z0-9][A-Za-z0-9._-]{0,248}")
+KAFKA_COMPRESSION_TYPE = env_str("KAFKA_COMPRESSION_TYPE", "none")
+KAFKA_LINGER_MS = env_int("KAFKA_LINGER_MS", 5)
+KAFKA_REQUEST_TIMEOUT_MS = env_int("KAFKA_REQUEST_TIMEOUT_MS", 10_000)
+KAFKA_MAX_BLOCK_MS = env_int("KAFKA_MAX_BLOCK_MS", 5_000)
+KAFKA_DELIVERY_TIMEOUT_S = env_float("KAFKA_DELIVERY_TIMEOUT_S", 15.0)
+
+# --- Celery (CELERY_* names map to Celery settings through the CELERY namespace) ---
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://localhost/")
+CELERY_BROKER_TRANSPORT_OPTIONS = (
+    {
+        "data_folder_in": str(INGEST_DATA_DIR / "broker" / "queue"),
+        "data_folder_out": str(INGEST_DATA_DIR / "broker" / "queue"),
+        "processed_folder": str(INGEST_DATA_DIR / "broker" / "processed"),
+        "control_folder": str(INGEST_DATA_DIR / "broker" / "control"),
+        "store_processed": False,
+        "polling_interval": 0.1,
+    }
+    if CELERY_BROKER_URL.startswith("filesystem")
+    else {"confirm_publish": True}
+)
+CELERY_BROKER_CONNECTION_TIMEOUT = env_float("CELERY_BROKER_CONNECTION_TIMEOUT", 2.0)
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_HEARTBEAT = env_int("CELERY_BROKER_HEARTBEAT", 30)
+CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_TASK_DEFAULT_QUEUE", "ingest")
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_WORKER_PREFETCH_MULTIPLIER = env_int("CELERY_WORKER_PREFETCH_MULTIPLIER", 1)
+CELERY_WORKER_CONCURRENCY = env_int("CELERY_WORKER_CONCURRENCY", 4)
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+
+# --- Ingest ---
+INGEST_MAX_BODY_BYTES = env_int("INGEST_MAX_BODY_BYTES", 1_048_576)
+INGEST_MAX_DECOMPRESSED_BYTES = env_int("INGEST_MAX_DECOMPRESSED_BYTES", 4_194_304)
+INGEST_MAX_EVENTS_PER_REQUEST = env_int("INGEST_MAX_EVENTS_PER_REQUEST", 1_000)
+INGEST_MAX_ID_LENGTH = env_int("INGEST_MAX_ID_LENGTH", 128)
+INGEST_BATCH_MAX_EVENTS = env_int("INGEST_BATCH_MAX_EVENTS", 2_000)
+INGEST_BATCH_MAX_BYTES = env_int("INGEST_BATCH_MAX_BYTES", 1_048_576)
+INGEST_BATCH_MAX_WAIT_MS = env_float("INGEST_BATCH_MAX_WAIT_MS", 5.0)
+INGEST_FLUSHERS = env_int("INGEST_FLUSHERS", 2)
+INGEST_PENDING_MAX_EVENTS = env_int("INGEST_PENDING_MAX_EVENTS", 50_000)
+INGEST_PENDING_MAX_BYTES = env_int("INGEST_PENDING_MAX_BYTES", 32 * 1_048_576)
+INGEST_PUBLISH_TIMEOUT_S = env_float("INGEST_PUBLISH_TIMEOUT_S", 5.0)
+INGEST_DELIVERED_TIMEOUT_S = env_float("INGEST_DELIVERED_TIMEOUT_S", 10.0)
+INGEST_BACKLOG_HIGH_WATER = env_int("INGEST_BACKLOG_HIGH_WATER", 2_000)
+INGEST_BACKLOG_CHECK_INTERVAL_S = env_float("INGEST_BACKLOG_CHECK_INTERVAL_S", 1.0)
+INGEST_RETRY_AFTER_S = env_int("INGEST_RETRY_AFTER_S", 1)
+INGEST_DELIVERY_MAX_ATTEMPTS = env_int("INGEST_DELIVERY_MAX_ATTEMPTS", 30)
+INGEST_DELIVERY_MAX_AGE_S = env_float("INGEST_DELIVERY_MAX_AGE_S", 3_600.0)
+INGEST_RECEIPT_RETENTION_S = env_float("INGEST_RECEIPT_RETENTION_S", 7 * 86_400.0)

@@ -1,0 +1,13 @@
+from django.contrib import admin
+from django.urls import include, path
+
+from ingest import views
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("api/v1/", include("ingest.urls")),
+    path("healthz", views.healthz, name="healthz"),
+]
+
+handler404 = "ingest.views.not_found"
+handler500 = "ingest.views.server_error"

@@ -1,0 +1,50 @@
+import os
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+
+from ingestsite import embedded
+from tests.stack import ROOT, Stack, Tansu
+
+ARTIFACTS = Path(os.environ.get("TEST_ARTIFACTS_DIR", ROOT / "test-artifacts"))
+
+
+@pytest.fixture(scope="session")
+def kafka_address():
+    """The test Kafka: KAFKA_BOOTSTRAP_SERVERS if something listens there, else a new Tansu."""
+    address = settings.KAFKA_BOOTSTRAP_SERVERS[0]
+    host, port = address.rsplit(":", 1)
+    if embedded.is_listening(host, int(port)):
+        yield address
+        return
+    process = embedded.start_tansu(address, log_path=ARTIFACTS / "tansu-session.log")
+    yield address
+    embedded.stop_process(process, timeout=5)
+
+
+@pytest.fixture
+def tansu(tmp_path):
+    """A Tansu of the test's own, for tests that freeze or restart Kafka."""
+    broker = Tansu(ARTIFACTS / tmp_path.name)
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture
+def stack_factory(kafka_address, tmp_path):
+    """Build end-to-end stacks (serve.py + worker, production mode); all are stopped after."""
+    stacks = []
+
+    def build(*, kafka: str | None = None, extra_env: dict | None = None) -> Stack:
+        stack = Stack(
+            kafka_address=kafka or kafka_address,
+            log_dir=ARTIFACTS / tmp_path.name,
+            extra_env=extra_env,
+        )
+        stacks.append(stack)
+        return stack
+
+    yield build
+    for stack in stacks:
+        stack.stop()

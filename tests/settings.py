@@ -1,0 +1,11 @@
+"""Test settings: production mode against the local PostgreSQL, RabbitMQ and a test Tansu."""
+
+import os
+
+os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/ingest")
+os.environ.setdefault("CELERY_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672//")
+os.environ.setdefault("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:29092")
+os.environ.setdefault("SECRET_KEY", "test-only-secret")
+os.environ.setdefault("CELERY_TASK_DEFAULT_QUEUE", "ingest-tests")
+
+from ingestsite.settings import *  # noqa: E402,F403
