@@ -1,0 +1,74 @@
+import threading
+
+import pytest
+
+from ingest import runtime
+from ingest.batcher import Batcher
+
+
+class FakeBacklog:
+    """A backlog monitor whose state the test sets."""
+
+    def __init__(self):
+        self.error = None
+        self.depth = 0
+        self.high_water = 100
+
+    check = runtime.BacklogMonitor.check
+
+    @property
+    def _high_water(self):
+        return self.high_water
+
+
+class FakeOutcomes:
+    def __init__(self):
+        self.outcomes = {}
+
+    def wait(self, batch_id, *, timeout):
+        return self.outcomes.get(batch_id)
+
+
+class RecordingPublisher:
+    """Stands in for the broker: records published batches, or fails when told to."""
+
+    def __init__(self):
+        self.batches = []
+        self.error = None
+        self.gate = threading.Event()
+        self.gate.set()
+
+    def __call__(self, batch):
+        self.gate.wait(5)
+        if self.error is not None:
+            raise self.error
+        self.batches.append(batch)
+
+    @property
+    def records(self):
+        return [record for batch in self.batches for record in batch.records]
+
+
+@pytest.fixture
+def publisher():
+    return RecordingPublisher()
+
+
+@pytest.fixture
+def gateway(publisher, settings, monkeypatch):
+    """Replace the process gateway with one that publishes to a recording fake."""
+    settings.INGEST_BATCH_MAX_WAIT_MS = 1
+    settings.INGEST_PUBLISH_TIMEOUT_S = 1
+    batcher = Batcher(
+        publish=publisher,
+        max_events=settings.INGEST_BATCH_MAX_EVENTS,
+        max_bytes=settings.INGEST_BATCH_MAX_BYTES,
+        max_wait_s=0.001,
+        pending_max_events=50,
+        pending_max_bytes=100_000,
+        flushers=1,
+    )
+    fake = runtime.Gateway(batcher=batcher, backlog=FakeBacklog(), outcomes=FakeOutcomes())
+    monkeypatch.setattr(runtime, "_gateway", fake)
+    yield fake
+    batcher.close(timeout=2)

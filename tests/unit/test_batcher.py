@@ -1,0 +1,127 @@
+import threading
+import time
+
+import pytest
+
+from ingest.batcher import Batcher, BatcherClosed, BatcherFull
+from ingest.parsing import Record
+
+
+def make_records(count, size=10):
+    return [Record(f"id-{n}", None, "x" * size) for n in range(count)]
+
+
+def make_batcher(publish, **overrides):
+    options = {
+        "max_events": 100,
+        "max_bytes": 10_000,
+        "max_wait_s": 0.005,
+        "pending_max_events": 1_000,
+        "pending_max_bytes": 100_000,
+        "flushers": 1,
+    }
+    return Batcher(publish=publish, **{**options, **overrides})
+
+
+def test_concurrent_requests_share_one_publish(publisher):
+    publisher.gate.clear()
+    batcher = make_batcher(publisher, max_wait_s=0.05)
+    tickets = [batcher.submit(topic="t", records=make_records(2)) for _ in range(10)]
+    publisher.gate.set()
+    for ticket in tickets:
+        assert ticket.batch.published.wait(2)
+    assert len(publisher.batches) == 1
+    assert [ticket.first_index for ticket in tickets] == list(range(0, 20, 2))
+    assert publisher.batches[0].records[0] == ["t", "id-0", None, "x" * 10]
+    batcher.close(timeout=1)
+
+
+def test_a_request_is_never_split_across_batches(publisher):
+    batcher = make_batcher(publisher, max_events=5, max_wait_s=0.05)
+    first = batcher.submit(topic="t", records=make_records(3))
+    second = batcher.submit(topic="t", records=make_records(3))
+    oversized = batcher.submit(topic="t", records=make_records(8))
+    for ticket in (first, second, oversized):
+        assert ticket.batch.published.wait(2)
+    assert [len(batch.records) for batch in publisher.batches] == [3, 3, 8]
+    assert len({id(ticket.batch) for ticket in (first, second, oversized)}) == 3
+    batcher.close(timeout=1)
+
+
+def test_a_batch_is_sealed_by_bytes(publisher):
+    batcher = make_batcher(publisher, max_bytes=25, max_wait_s=0.05)
+    tickets = [batcher.submit(topic="t", records=make_records(1)) for _ in range(3)]
+    for ticket in tickets:
+        assert ticket.batch.published.wait(2)
+    assert [len(batch.records) for batch in publisher.batches] == [2, 1]
+    batcher.close(timeout=1)
+
+
+def test_full_batcher_refuses_new_events_until_published(publisher):
+    publisher.gate.clear()
+    batcher = make_batcher(publisher, pending_max_events=4)
+    held = batcher.submit(topic="t", records=make_records(4))
+    with pytest.raises(BatcherFull):
+        batcher.submit(topic="t", records=make_records(1))
+    assert batcher.pending == (4, 40)
+    publisher.gate.set()
+    assert held.batch.published.wait(2)
+    assert batcher.submit(topic="t", records=make_records(1)).batch.published.wait(2)
+    assert batcher.pending == (0, 0)
+    batcher.close(timeout=1)
+
+
+def test_full_batcher_refuses_by_bytes(publisher):
+    batcher = make_batcher(publisher, pending_max_bytes=15)
+    publisher.gate.clear()
+    batcher.submit(topic="t", records=make_records(1))
+    with pytest.raises(BatcherFull):
+        batcher.submit(topic="t", records=make_records(1))
+    publisher.gate.set()
+    batcher.close(timeout=1)
+
+
+def test_a_failed_publish_reaches_every_waiter(publisher):
+    publisher.error = ConnectionError("broker down")
+    batcher = make_batcher(publisher)
+    tickets = [batcher.submit(topic="t", records=make_records(1)) for _ in range(3)]
+    for ticket in tickets:
+        assert ticket.batch.published.wait(2)
+        assert isinstance(ticket.batch.error, ConnectionError)
+    assert batcher.pending == (0, 0)
+    batcher.close(timeout=1)
+
+
+def test_close_publishes_what_is_pending_then_refuses(publisher):
+    batcher = make_batcher(publisher, max_wait_s=10)
+    ticket = batcher.submit(topic="t", records=make_records(2))
+    assert batcher.close(timeout=2)
+    assert ticket.batch.published.is_set()
+    assert len(publisher.records) == 2
+    with pytest.raises(BatcherClosed):
+        batcher.submit(topic="t", records=make_records(1))
+
+
+def test_many_threads_lose_nothing(publisher):
+    batcher = make_batcher(publisher, max_events=50, flushers=2)
+    tickets = []
+    lock = threading.Lock()
+
+    def produce(thread):
+        for n in range(200):
+            ticket = batcher.submit(topic="t", records=[Record(f"{thread}-{n}", None, "v")])
+            with lock:
+                tickets.append(ticket)
+
+    threads = [threading.Thread(target=produce, args=(t,)) for t in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    deadline = time.monotonic() + 5
+    for ticket in tickets:
+        assert ticket.batch.published.wait(max(0, deadline - time.monotonic()))
+    ids = [record[1] for record in publisher.records]
+    assert len(ids) == len(set(ids)) == 1_600
+    assert len(publisher.batches) < 1_600
+    batcher.close(timeout=1)
