@@ -1,22 +1,50 @@
-"""One Kafka producer per process, created on first use and flushed with a timeout at shutdown."""
+"""One Kafka producer per process behind a small interface; KAFKA_CLIENT picks the client library.
+
+Both backends give the same guarantees: acks=all, idempotence, and `produce` returns only once
+Kafka has confirmed every record, or raises ProduceFailed saying whether a retry may succeed.
+"""
 
 import logging
 import threading
+import time
+from typing import Protocol
 
 from django.conf import settings
-from kafka import KafkaProducer
+from django.core.exceptions import ImproperlyConfigured
 
 logger = logging.getLogger(__name__)
 
-_lock = threading.Lock()
-_producer: KafkaProducer | None = None
+CLIENT_ID = "ingest-gateway"
+# How long one poll() of librdkafka blocks while a thread waits for its delivery reports.
+CONFLUENT_POLL_INTERVAL_S = 0.05
 
 
-def get_producer() -> KafkaProducer:
-    global _producer
-    with _lock:
-        if _producer is None:
-            _producer = KafkaProducer(
+class ProduceFailed(Exception):
+    """Kafka did not confirm every record of a batch."""
+
+    def __init__(self, message: str, *, transient: bool, replace_producer: bool):
+        super().__init__(message)
+        self.transient = transient
+        self.replace_producer = replace_producer
+
+
+class Producer(Protocol):
+    def produce(self, *, records: list, timeout: float) -> list[list[int]]:
+        """Write [topic, event_id, key, value] records; return [partition, offset] for each."""
+
+    def close(self, *, timeout: float) -> None:
+        """Deliver what is buffered, waiting at most `timeout` seconds, and release the client."""
+
+
+class KafkaPythonProducer:
+    """The pure-Python client (kafka-python)."""
+
+    def __init__(self):
+        from kafka import KafkaProducer
+        from kafka.errors import KafkaError
+
+        try:
+            self._producer = KafkaProducer(
                 bootstrap_servers=settings.KAFKA_BOOTSTRAP_SERVERS,
                 acks="all",
                 enable_idempotence=True,
@@ -26,12 +54,230 @@ def get_producer() -> KafkaProducer:
                 linger_ms=settings.KAFKA_LINGER_MS,
                 request_timeout_ms=settings.KAFKA_REQUEST_TIMEOUT_MS,
                 max_block_ms=settings.KAFKA_MAX_BLOCK_MS,
-                client_id="ingest-gateway",
+                # Creating the producer bootstraps eagerly; bound it like any other blocking call.
+                bootstrap_timeout_ms=settings.KAFKA_MAX_BLOCK_MS,
+                client_id=CLIENT_ID,
             )
+        except KafkaError as error:
+            raise kafka_python_failure(error) from error
+
+    def produce(self, *, records: list, timeout: float) -> list[list[int]]:
+        from kafka.errors import KafkaError
+
+        try:
+            futures = [
+                self._producer.send(
+                    topic,
+                    value=value.encode(),
+                    key=None if key is None else key.encode(),
+                    headers=[("event-id", event_id.encode())],
+                )
+                for topic, event_id, key, value in records
+            ]
+            deadline = time.monotonic() + timeout
+            offsets = []
+            for future in futures:
+                metadata = future.get(timeout=max(0.0, deadline - time.monotonic()))
+                offsets.append([metadata.partition, metadata.offset])
+            return offsets
+        except KafkaError as error:
+            raise kafka_python_failure(error) from error
+
+    def close(self, *, timeout: float) -> None:
+        self._producer.flush(timeout=timeout)
+        self._producer.close(timeout=timeout)
+
+
+def kafka_python_failure(error: Exception) -> ProduceFailed:
+    """Classify a kafka-python error; its producer is replaced after any failure, as it may be
+    left with a broken connection or sequence state."""
+    from kafka.errors import (
+        InvalidTopicError,
+        KafkaConfigurationError,
+        MessageSizeTooLargeError,
+        RecordListTooLargeError,
+        TopicAuthorizationFailedError,
+    )
+
+    # Errors that no retry can mend; everything else may pass (a broker restarting, a
+    # partition moving, a network blip).
+    permanent = (
+        InvalidTopicError,
+        KafkaConfigurationError,
+        MessageSizeTooLargeError,
+        RecordListTooLargeError,
+        TopicAuthorizationFailedError,
+    )
+    return ProduceFailed(
+        f"{type(error).__name__}: {error}",
+        transient=not isinstance(error, permanent),
+        replace_producer=True,
+    )
+
+
+class _DeliveryReports:
+    """Collect the delivery reports of one batch, whichever thread's poll() serves them."""
+
+    def __init__(self, count: int):
+        self.offsets: list = [None] * count
+        self.missing = count
+        self.error = None
+        self.done = threading.Event()
+        self._lock = threading.Lock()
+        if count == 0:
+            self.done.set()
+
+    def on_delivery(self, index: int, error, message) -> None:
+        with self._lock:  # several threads may be serving reports at once
+            if error is not None:
+                self.error = self.error or error
+            else:
+                self.offsets[index] = [message.partition(), message.offset()]
+                self.missing -= 1
+            if error is not None or self.missing == 0:
+                self.done.set()
+
+
+class ConfluentProducer:
+    """librdkafka through confluent-kafka; delivery reports are served by the waiting threads."""
+
+    def __init__(self):
+        from confluent_kafka import KafkaException
+        from confluent_kafka import Producer as RdKafkaProducer
+
+        config = {
+            "bootstrap.servers": ",".join(settings.KAFKA_BOOTSTRAP_SERVERS),
+            "client.id": CLIENT_ID,
+            "acks": "all",
+            "enable.idempotence": True,
+            "compression.type": settings.KAFKA_COMPRESSION_TYPE,
+            "linger.ms": settings.KAFKA_LINGER_MS,
+            "request.timeout.ms": settings.KAFKA_REQUEST_TIMEOUT_MS,
+            # Records of an attempt that timed out must not stay queued for librdkafka's default
+            # five minutes: past this they fail, and the batch is retried as a whole.
+            "delivery.timeout.ms": max(1, int(settings.KAFKA_DELIVERY_TIMEOUT_S * 1000)),
+            "error_cb": self._on_client_error,
+        }
+        try:
+            self._producer = RdKafkaProducer(config)
+        except KafkaException as error:
+            raise confluent_failure(error.args[0]) from error
+
+    @staticmethod
+    def _on_client_error(error) -> None:
+        # librdkafka retries connection errors itself; fatal ones also fail the next delivery.
+        logger.warning("kafka client error: %s", error)
+
+    def produce(self, *, records: list, timeout: float) -> list[list[int]]:
+        from confluent_kafka import KafkaException
+
+        deadline = time.monotonic() + timeout
+        reports = _DeliveryReports(len(records))
+        try:
+            for index, (topic, event_id, key, value) in enumerate(records):
+                self._enqueue(
+                    topic=topic,
+                    value=value.encode(),
+                    key=None if key is None else key.encode(),
+                    headers=[("event-id", event_id.encode())],
+                    on_delivery=lambda error, message, index=index: reports.on_delivery(
+                        index, error, message
+                    ),
+                    deadline=deadline,
+                )
+        except KafkaException as error:
+            raise confluent_failure(error.args[0]) from error
+        while not reports.done.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise ProduceFailed(
+                    f"KafkaTimeoutError: {reports.missing} of {len(records)} records not "
+                    f"confirmed in {timeout:.1f}s",
+                    transient=True,
+                    replace_producer=False,
+                )
+            self._producer.poll(min(CONFLUENT_POLL_INTERVAL_S, remaining))
+        if reports.error is not None:
+            raise confluent_failure(reports.error)
+        return reports.offsets
+
+    def _enqueue(self, *, deadline: float, **message) -> None:
+        """Hand one record to librdkafka, serving delivery reports while its queue is full."""
+        while True:
+            try:
+                self._producer.produce(**message)
+                return
+            except BufferError:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise ProduceFailed(
+                        "BufferError: the producer queue stayed full",
+                        transient=True,
+                        replace_producer=False,
+                    ) from None
+                self._producer.poll(min(CONFLUENT_POLL_INTERVAL_S, remaining))
+
+    def close(self, *, timeout: float) -> None:
+        left = self._producer.flush(timeout)
+        if left:
+            logger.warning("%d records were not delivered before the producer closed", left)
+
+
+def confluent_failure(error) -> ProduceFailed:
+    """Classify a confluent_kafka.KafkaError; only a fatal error needs a new producer."""
+    from confluent_kafka import KafkaError
+
+    permanent = {
+        KafkaError._INVALID_ARG,
+        KafkaError.INVALID_RECORD,
+        KafkaError.MSG_SIZE_TOO_LARGE,
+        KafkaError.RECORD_LIST_TOO_LARGE,
+        KafkaError.TOPIC_AUTHORIZATION_FAILED,
+        KafkaError.TOPIC_EXCEPTION,
+    }
+    return ProduceFailed(
+        f"{error.name()}: {error.str()}",
+        transient=error.code() not in permanent,
+        replace_producer=error.fatal() or error.code() == KafkaError._FATAL,
+    )
+
+
+BACKENDS = {"kafka-python": KafkaPythonProducer, "confluent": ConfluentProducer}
+
+_lock = threading.Lock()
+_producer: Producer | None = None
+
+
+def backend() -> type:
+    """Return the producer class that settings.KAFKA_CLIENT names."""
+    try:
+        return BACKENDS[settings.KAFKA_CLIENT]
+    except KeyError:
+        raise ImproperlyConfigured(
+            f"KAFKA_CLIENT must be one of {', '.join(BACKENDS)}, got {settings.KAFKA_CLIENT!r}"
+        ) from None
+
+
+def get_producer() -> Producer:
+    global _producer
+    with _lock:
+        if _producer is None:
+            _producer = backend()()
         return _producer
 
 
-def discard_producer(failed: KafkaProducer) -> None:
+def produce(*, records: list, timeout: float) -> list[list[int]]:
+    """Write records with this process's producer; replace the producer if the failure broke it."""
+    producer = get_producer()
+    try:
+        return producer.produce(records=records, timeout=timeout)
+    except ProduceFailed as failure:
+        if failure.replace_producer:
+            discard_producer(producer)
+        raise
+
+
+def discard_producer(failed: Producer) -> None:
     """Replace a producer that failed, unless another thread already did."""
     global _producer
     with _lock:
@@ -50,5 +296,4 @@ def close_producer(*, timeout: float) -> None:
     with _lock:
         producer, _producer = _producer, None
     if producer is not None:
-        producer.flush(timeout=timeout)
         producer.close(timeout=timeout)

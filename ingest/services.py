@@ -11,22 +11,13 @@ from itertools import groupby
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
-from kafka.errors import (
-    InvalidTopicError,
-    KafkaConfigurationError,
-    KafkaError,
-    MessageSizeTooLargeError,
-    RecordListTooLargeError,
-    TopicAuthorizationFailedError,
-)
 
-from . import runtime
+from . import producer, runtime
 from .batcher import BatcherClosed, BatcherFull, Ticket
 from .errors import ApiError, unavailable
 from .ids import uuid7_unix_seconds
 from .models import DeadLetter, DeliveryOutcome
 from .parsing import Record
-from .producer import discard_producer, get_producer
 
 logger = logging.getLogger(__name__)
 
@@ -126,43 +117,14 @@ def parse_ack_level(value: str | None) -> str:
     return ack
 
 
-# Errors that no retry can mend; everything else may pass (a broker restarting, a partition
-# moving, a network blip) and is retried until INGEST_DELIVERY_MAX_ATTEMPTS or _MAX_AGE_S.
-PERMANENT_KAFKA_ERRORS = (
-    InvalidTopicError,
-    KafkaConfigurationError,
-    MessageSizeTooLargeError,
-    RecordListTooLargeError,
-    TopicAuthorizationFailedError,
-)
-
-
-def is_transient(error: Exception) -> bool:
-    return not isinstance(error, PERMANENT_KAFKA_ERRORS)
+def is_transient(error: producer.ProduceFailed) -> bool:
+    """Say whether a retry may succeed; the producer backend classifies its client's errors."""
+    return error.transient
 
 
 def produce_records(*, records: list, timeout: float) -> list[list[int]]:
     """Write records to Kafka and return [partition, offset] for each, once all are acked."""
-    producer = get_producer()
-    try:
-        futures = [
-            producer.send(
-                topic,
-                value=value.encode(),
-                key=None if key is None else key.encode(),
-                headers=[("event-id", event_id.encode())],
-            )
-            for topic, event_id, key, value in records
-        ]
-        deadline = time.monotonic() + timeout
-        offsets = []
-        for future in futures:
-            metadata = future.get(timeout=max(0.0, deadline - time.monotonic()))
-            offsets.append([metadata.partition, metadata.offset])
-        return offsets
-    except KafkaError:
-        discard_producer(producer)
-        raise
+    return producer.produce(records=records, timeout=timeout)
 
 
 def deliver_batch(
@@ -174,7 +136,7 @@ def deliver_batch(
         attempt += 1
         try:
             offsets = produce_records(records=records, timeout=settings.KAFKA_DELIVERY_TIMEOUT_S)
-        except KafkaError as error:
+        except producer.ProduceFailed as error:
             age = time.time() - accepted_at
             if (
                 not is_transient(error)

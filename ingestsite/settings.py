@@ -158,6 +158,12 @@ LOGGING = {
 }
 
 # --- Kafka ---
+# The producer's client library (ingest/producer.py BACKENDS): kafka-python or confluent.
+KAFKA_CLIENT = env_str("KAFKA_CLIENT", "kafka-python")
+if KAFKA_CLIENT not in ("kafka-python", "confluent"):
+    raise ImproperlyConfigured(
+        f"KAFKA_CLIENT must be kafka-python or confluent, got {KAFKA_CLIENT!r}"
+    )
 KAFKA_BOOTSTRAP_SERVERS = env_list("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:19092")
 KAFKA_DEFAULT_TOPIC = env_str("KAFKA_DEFAULT_TOPIC", "events")
 KAFKA_TOPIC_ALLOWLIST = env_list("KAFKA_TOPIC_ALLOWLIST")

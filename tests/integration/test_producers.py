@@ -1,0 +1,83 @@
+"""Both producer backends against a real Tansu: records, keys, headers and offsets."""
+
+import json
+import time
+import uuid
+
+import pytest
+
+from ingest import producer
+from ingest.topics import read_topic
+
+pytestmark = pytest.mark.integration
+
+BACKENDS = sorted(producer.BACKENDS)
+
+
+@pytest.fixture(params=BACKENDS)
+def client(request, settings, kafka_address):
+    """Select one backend on the session Tansu; its producer is closed after the test."""
+    settings.KAFKA_CLIENT = request.param
+    settings.KAFKA_BOOTSTRAP_SERVERS = [kafka_address]
+    producer.close_producer(timeout=5)
+    yield request.param
+    producer.close_producer(timeout=5)
+
+
+def records_for(topic: str, count: int) -> list:
+    return [
+        [topic, f"ev-{uuid.uuid4().hex[:8]}-{n}", None if n % 4 == 0 else f"user-{n % 3}",
+         json.dumps({"n": n})]
+        for n in range(count)
+    ]  # fmt: skip
+
+
+def test_records_read_back_with_event_id_key_value_at_the_returned_offsets(client, kafka_address):
+    topic = f"producer-{client}-{uuid.uuid4().hex[:8]}"
+    records = records_for(topic, 50)
+    offsets = producer.produce(records=records, timeout=15)
+    assert isinstance(producer.get_producer(), producer.BACKENDS[client])
+    assert len(offsets) == len(records)
+
+    found = {
+        record.event_id: record
+        for record in read_topic(topic=topic, idle_timeout_s=2, bootstrap_servers=[kafka_address])
+    }
+    assert set(found) == {event_id for _, event_id, _, _ in records}
+    for (_, event_id, key, value), (partition, offset) in zip(records, offsets, strict=True):
+        assert found[event_id].key == key
+        assert found[event_id].value == json.loads(value)
+        assert (found[event_id].partition, found[event_id].offset) == (partition, offset)
+
+
+def test_a_frozen_broker_gives_a_transient_failure_in_time_then_delivery_resumes(
+    client, settings, tansu
+):
+    settings.KAFKA_BOOTSTRAP_SERVERS = [tansu.address]
+    topic = f"frozen-{client}-{uuid.uuid4().hex[:8]}"
+    producer.produce(records=records_for(topic, 1), timeout=15)  # connected and topic created
+
+    tansu.freeze()
+    started = time.monotonic()
+    with pytest.raises(producer.ProduceFailed) as failure:
+        producer.produce(records=records_for(topic, 5), timeout=1.5)
+    assert time.monotonic() - started < 3
+    assert failure.value.transient
+    tansu.thaw()
+
+    records = records_for(topic, 5)
+    offsets = producer.produce(records=records, timeout=15)
+    assert len(offsets) == 5
+    found = {
+        record.event_id
+        for record in read_topic(topic=topic, idle_timeout_s=2, bootstrap_servers=[tansu.address])
+    }
+    assert {event_id for _, event_id, _, _ in records} <= found
+
+
+def test_a_record_larger_than_kafka_takes_fails_permanently(client):
+    topic = f"big-{client}-{uuid.uuid4().hex[:8]}"
+    big = [[topic, "big-1", None, json.dumps({"pad": "x" * 2_000_000})]]
+    with pytest.raises(producer.ProduceFailed) as failure:
+        producer.produce(records=big, timeout=15)
+    assert not failure.value.transient

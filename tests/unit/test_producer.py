@@ -1,0 +1,83 @@
+"""Choosing a producer backend and classifying its errors, without a broker."""
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+from confluent_kafka import KafkaError as RdKafkaError
+from django.core.exceptions import ImproperlyConfigured
+from kafka.errors import KafkaConnectionError, KafkaTimeoutError, MessageSizeTooLargeError
+
+from ingest import producer
+from tests.stack import ROOT, free_port
+
+
+@pytest.fixture(autouse=True)
+def no_producer_left():
+    producer.close_producer(timeout=1)
+    yield
+    producer.close_producer(timeout=1)
+
+
+def test_an_unknown_client_is_a_configuration_error(settings):
+    settings.KAFKA_CLIENT = "librdkafka"
+    with pytest.raises(ImproperlyConfigured, match="KAFKA_CLIENT must be one of"):
+        producer.get_producer()
+
+
+def test_settings_refuse_an_unknown_client_at_startup():
+    env = {**os.environ, "KAFKA_CLIENT": "kafka", "DJANGO_SETTINGS_MODULE": "ingestsite.settings"}
+    result = subprocess.run(
+        [sys.executable, "-c", "import django; django.setup()"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "KAFKA_CLIENT must be kafka-python or confluent, got 'kafka'" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("error", "transient"),
+    [
+        (KafkaTimeoutError("no ack"), True),
+        (KafkaConnectionError("refused"), True),
+        (MessageSizeTooLargeError("too big"), False),
+    ],
+)
+def test_kafka_python_errors_are_classified_and_replace_the_producer(error, transient):
+    failure = producer.kafka_python_failure(error)
+    assert failure.transient is transient
+    assert failure.replace_producer
+    assert type(error).__name__ in str(failure)
+
+
+@pytest.mark.parametrize(
+    ("code", "fatal", "transient", "replace"),
+    [
+        (RdKafkaError._MSG_TIMED_OUT, False, True, False),
+        (RdKafkaError._ALL_BROKERS_DOWN, False, True, False),
+        (RdKafkaError.MSG_SIZE_TOO_LARGE, False, False, False),
+        (RdKafkaError.TOPIC_AUTHORIZATION_FAILED, False, False, False),
+        (RdKafkaError.OUT_OF_ORDER_SEQUENCE_NUMBER, True, True, True),
+    ],
+)
+def test_confluent_errors_are_classified(code, fatal, transient, replace):
+    failure = producer.confluent_failure(RdKafkaError(code, fatal=fatal))
+    assert (failure.transient, failure.replace_producer) == (transient, replace)
+
+
+@pytest.mark.parametrize("client", sorted(producer.BACKENDS))
+def test_an_unreachable_broker_fails_transiently_within_the_timeout(client, settings):
+    settings.KAFKA_CLIENT = client
+    settings.KAFKA_BOOTSTRAP_SERVERS = [f"127.0.0.1:{free_port()}"]
+    settings.KAFKA_MAX_BLOCK_MS = 500
+    started = time.monotonic()
+    with pytest.raises(producer.ProduceFailed) as failure:
+        producer.produce(records=[["t", "id-1", None, "{}"]], timeout=1.0)
+    assert time.monotonic() - started < 3
+    assert failure.value.transient
