@@ -21,6 +21,7 @@ DELIVER_BATCH_TASK = "ingest.deliver_batch"
 # A publish that cannot reach the broker fails fast; the client retries after a 503.
 PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2}
 PRODUCER_FLUSH_TIMEOUT_S = 10.0
+UNEXPECTED_FAILURE_REQUEUE_DELAY_S = 1.0
 
 _worker_stopping = threading.Event()
 
@@ -42,6 +43,13 @@ def deliver_batch(self, batch_id: str, records: list, accepted_at: float) -> str
         raise Reject(
             f"worker stopping; batch {batch_id} goes back to the queue", requeue=True
         ) from (error)
+    except Exception as error:
+        # Celery acks a late-acked task that raised, which would drop an accepted batch (a bug,
+        # the database down while dead-lettering): requeue it instead, after a pause so a batch
+        # that keeps failing does not spin.
+        logger.exception("batch %s failed unexpectedly; requeueing it", batch_id)
+        _worker_stopping.wait(UNEXPECTED_FAILURE_REQUEUE_DELAY_S)
+        raise Reject(f"batch {batch_id} failed: {error!r}; requeued", requeue=True) from error
     return outcome.status
 
 

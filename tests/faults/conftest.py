@@ -1,0 +1,155 @@
+"""Fixtures of the fault suite: stacks on their own Tansu, a private RabbitMQ, the loss check."""
+
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+
+import psycopg
+import pytest
+
+from tests.conftest import ARTIFACTS
+from tests.stack import Stack
+
+from .loadgen import LoadResult
+from .rabbitmq import PrivateRabbitMQ, rabbitmq_available
+
+DRAIN_TIMEOUT_S = 90.0
+TOPIC_IDLE_S = 1.5
+
+# Small batches and a fast backlog check keep a fault's blast radius visible in a short run.
+FAULT_ENV = {
+    "INGEST_BACKLOG_CHECK_INTERVAL_S": "0.5",
+    "INGEST_PUBLISH_TIMEOUT_S": "3",
+    "KAFKA_DELIVERY_TIMEOUT_S": "8",
+    "KAFKA_REQUEST_TIMEOUT_MS": "5000",
+    "LOG_LEVEL": "WARNING",
+}
+
+_figures: list[str] = []
+
+
+@dataclass
+class Figures:
+    """What became of one scenario's accepted events."""
+
+    scenario: str
+    accepted: int
+    delivered: int
+    lost: list
+    duplicates: int
+    foreign: list
+    mismatched: list
+    dead_letters: int
+    result: LoadResult
+    drain_seconds: float
+
+    def line(self) -> str:
+        errors = ",".join(f"{name}={n}" for name, n in sorted(self.result.errors.items()))
+        others = {s: n for s, n in self.result.statuses.items() if s not in (202, 503, 429)}
+        return (
+            f"[faults] {self.scenario}: accepted={self.accepted} delivered={self.delivered} "
+            f"lost={len(self.lost)} duplicates={self.duplicates} "
+            f"rejected(503/429)={self.result.rejected} "
+            f"other_errors={self.result.other_errors} ({errors or '-'}; statuses {others or '-'}) "
+            f"dead_letters={self.dead_letters} requests={self.result.requests} "
+            f"load={self.result.duration:.1f}s drain={self.drain_seconds:.1f}s"
+        )
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _figures:
+        terminalreporter.section("fault suite figures")
+        for line in _figures:
+            terminalreporter.write_line(line)
+
+
+@pytest.fixture
+def report(capsys):
+    """Print a scenario's figures line now and again in the terminal summary."""
+
+    def emit(figures: Figures) -> None:
+        _figures.append(figures.line())
+        with capsys.disabled():
+            print("\n" + figures.line(), flush=True)
+
+    return emit
+
+
+@pytest.fixture
+def topic():
+    return f"faults-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def fault_stack(tansu, stack_factory):
+    """Build a stack on the test's own Tansu with the fault-suite settings."""
+
+    def build(**extra_env) -> Stack:
+        return stack_factory(kafka=tansu.address, extra_env={**FAULT_ENV, **extra_env})
+
+    return build
+
+
+@pytest.fixture
+def private_rabbitmq(tmp_path):
+    """A RabbitMQ node of the test's own; the shared system broker is never restarted."""
+    if not rabbitmq_available():
+        pytest.skip("rabbitmq-server is not installed")
+    node = PrivateRabbitMQ(ARTIFACTS / tmp_path.name / "rabbitmq")
+    node.start()
+    yield node
+    node.stop()
+
+
+def dead_letter_count(stack: Stack) -> int:
+    with psycopg.connect(stack.database.url.replace("postgres://", "postgresql://")) as db:
+        return db.execute("SELECT count(*) FROM ingest_deadletter").fetchone()[0]
+
+
+def drain_and_count(
+    stack: Stack, topic: str, result: LoadResult, *, scenario: str, timeout=DRAIN_TIMEOUT_S
+) -> Figures:
+    """Wait until the queue is empty and the topic stops growing, then compare with the ledger."""
+    started = time.monotonic()
+    deadline = started + timeout
+    previous = -1
+    while True:
+        try:
+            depth = stack.queue_depth()
+        except Exception:  # the broker may still be coming back; keep waiting
+            depth = None
+        records = stack.read_topic(topic, idle_timeout_s=TOPIC_IDLE_S)
+        ids = {record.event_id for record in records}
+        settled = depth == 0 and len(records) == previous
+        if (settled and result.accepted <= ids) or time.monotonic() > deadline:
+            break
+        previous = len(records)
+        time.sleep(0.5)
+    counts = Counter(record.event_id for record in records)
+    return Figures(
+        scenario=scenario,
+        accepted=len(result.accepted),
+        delivered=len(result.accepted & ids),
+        lost=sorted(result.accepted - ids),
+        duplicates=len(records) - len(counts),
+        foreign=sorted(ids - result.sent),
+        mismatched=[
+            record.event_id
+            for record in records
+            if not isinstance(record.value, dict) or record.value.get("id") != record.event_id
+        ],
+        dead_letters=dead_letter_count(stack),
+        result=result,
+        drain_seconds=time.monotonic() - started,
+    )
+
+
+def assert_nothing_lost(figures: Figures, *, allow_timeouts: bool = False) -> None:
+    """Every accepted id is in Kafka, and only ids we sent are there, each with its own payload."""
+    assert figures.accepted > 0, "no event was accepted: the scenario proves nothing"
+    assert not figures.lost, f"{len(figures.lost)} accepted events lost: {figures.lost[:10]}"
+    assert not figures.foreign, f"ids nobody sent reached Kafka: {figures.foreign[:10]}"
+    assert not figures.mismatched, f"records whose payload has another id: {figures.mismatched[:5]}"
+    if not allow_timeouts:
+        assert figures.result.timeouts == 0, "requests hung until the client timeout"
