@@ -1,12 +1,24 @@
 from django.contrib import admin, messages
+from django.template.response import TemplateResponse
+from django.utils.safestring import mark_safe
 
-from . import services
-from .models import DeadLetter, DeliveryOutcome
+from . import charts, keys, services, stats
+from .models import DeadLetter, DeliveryOutcome, EventStat, Source
+
+PAYLOAD_PREVIEW_CHARS = 120
 
 
 @admin.register(DeadLetter)
 class DeadLetterAdmin(admin.ModelAdmin):
-    list_display = ("created_at", "topic", "event_count", "attempts", "short_reason", "replayed_at")
+    list_display = (
+        "created_at",
+        "topic",
+        "event_count",
+        "attempts",
+        "short_reason",
+        "payload_preview",
+        "replayed_at",
+    )
     list_filter = ("topic", "replayed_at")
     search_fields = ("batch_id", "reason")
     readonly_fields = ("batch_id", "topic", "reason", "event_ids", "records", "attempts")
@@ -19,6 +31,15 @@ class DeadLetterAdmin(admin.ModelAdmin):
     @admin.display(description="reason")
     def short_reason(self, dead_letter):
         return dead_letter.reason[:80]
+
+    @admin.display(description="payload preview")
+    def payload_preview(self, dead_letter):
+        if not dead_letter.records:
+            return ""
+        value = dead_letter.records[0][2]
+        if len(value) > PAYLOAD_PREVIEW_CHARS:
+            return value[:PAYLOAD_PREVIEW_CHARS] + "…"
+        return value
 
     @admin.action(description="Replay selected dead letters to Kafka")
     def replay(self, request, queryset):
@@ -36,3 +57,95 @@ class DeliveryOutcomeAdmin(admin.ModelAdmin):
     list_display = ("batch_id", "status", "attempts", "accepted_at", "finished_at")
     list_filter = ("status",)
     search_fields = ("batch_id",)
+
+
+@admin.register(Source)
+class SourceAdmin(admin.ModelAdmin):
+    list_display = (
+        "name",
+        "key_prefix",
+        "allowed_topics",
+        "max_events_per_s",
+        "max_bytes_per_s",
+        "enabled",
+        "created_at",
+    )
+    list_editable = ("allowed_topics", "max_events_per_s", "max_bytes_per_s", "enabled")
+    list_filter = ("enabled",)
+    search_fields = ("name", "key_prefix")
+    readonly_fields = ("key_prefix", "created_at")
+    actions = ("rotate_keys",)
+
+    def save_model(self, request, obj, form, change):
+        key = None if change else keys.issue_key(obj)
+        super().save_model(request, obj, form, change)
+        keys.get_cache().invalidate()
+        if key is not None:
+            show_key_once(request, obj, key)
+
+    def delete_model(self, request, obj):
+        super().delete_model(request, obj)
+        keys.get_cache().invalidate()
+
+    @admin.action(description="Issue new API keys (the old ones stop working)")
+    def rotate_keys(self, request, queryset):
+        for source in queryset:
+            key = keys.issue_key(source)
+            source.save(update_fields=["key_hash", "key_prefix"])
+            show_key_once(request, source, key)
+        keys.get_cache().invalidate()
+
+
+def show_key_once(request, source, key: str) -> None:
+    messages.warning(
+        request,
+        f"API key of source {source.name} (copy it now; only its hash is kept): {key}",
+    )
+
+
+@admin.register(EventStat)
+class EventStatAdmin(admin.ModelAdmin):
+    """The stats page: its changelist is a chart and per-topic totals, not a table of rows."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def changelist_view(self, request, extra_context=None):
+        range_name = request.GET.get("range", "hour")
+        if range_name not in stats.RANGES:
+            range_name = "hour"
+        span_s, step_s = stats.RANGES[range_name]
+        overview = stats.overview(span_s=span_s, step_s=step_s)
+        chart = charts.line_chart(
+            series=overview["points"],
+            start=overview["start"],
+            step_s=step_s,
+            title=f"Events per {step_s // 60} min, last {range_name}",
+        )
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Ingest stats",
+            "opts": self.model._meta,
+            "range_name": range_name,
+            "ranges": list(stats.RANGES),
+            "chart": mark_safe(chart),  # built from numbers and escaped names only
+            "overview": overview,
+            "backlog": backlog_report(),
+            **(extra_context or {}),
+        }
+        return TemplateResponse(request, "admin/ingest/stats.html", context)
+
+
+def backlog_report() -> dict:
+    from .tasks import queue_depth
+
+    try:
+        return {"depth": queue_depth(), "error": None}
+    except Exception as error:  # the page still shows the stats while the broker is away
+        return {"depth": None, "error": f"{type(error).__name__}: {error}"}

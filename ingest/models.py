@@ -43,3 +43,55 @@ class DeadLetter(models.Model):
 
     def __str__(self):
         return f"{self.topic}: {len(self.event_ids)} events ({self.reason[:60]})"
+
+
+class Source(models.Model):
+    """A client of the gateway: its API key (as a hash), allowed topics and rate limits."""
+
+    name = models.SlugField(max_length=64, unique=True)
+    # sha256 hex of the key; the key itself is shown once at creation and never stored.
+    key_hash = models.CharField(max_length=64, unique=True, editable=False)
+    key_prefix = models.CharField(max_length=8, editable=False, help_text="first characters")
+    allowed_topics = models.TextField(
+        blank=True, help_text="topic names separated by commas or spaces; empty allows every topic"
+    )
+    max_events_per_s = models.PositiveIntegerField(
+        null=True, blank=True, help_text="events per second per gateway process; empty: no limit"
+    )
+    max_bytes_per_s = models.PositiveIntegerField(
+        null=True, blank=True, help_text="bytes per second per gateway process; empty: no limit"
+    )
+    enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.name
+
+    def topic_list(self) -> list[str]:
+        return self.allowed_topics.replace(",", " ").split()
+
+
+class EventStat(models.Model):
+    """One counter for one minute, topic and source; processes add to it with upserts."""
+
+    minute = models.DateTimeField()
+    topic = models.CharField(max_length=249, blank=True)
+    source = models.CharField(max_length=64, blank=True)
+    # accepted, accepted_bytes, rejected:<code>, delivered, dead_lettered, producer_errors,
+    # latency_le_<ms> (one delivery-latency histogram bucket, events per bucket).
+    metric = models.CharField(max_length=64)
+    value = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["minute", "topic", "source", "metric"], name="event_stat_key"
+            )
+        ]
+        indexes = [models.Index(fields=["metric", "minute"])]
+
+    def __str__(self):
+        return f"{self.minute:%Y-%m-%d %H:%M} {self.topic} {self.source} {self.metric}"

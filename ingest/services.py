@@ -12,7 +12,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from . import producer, runtime
+from . import producer, runtime, stats
 from .batcher import BatcherClosed, BatcherFull, Ticket
 from .errors import ApiError, unavailable
 from .ids import uuid7_unix_seconds
@@ -137,6 +137,7 @@ def deliver_batch(
         try:
             offsets = produce_records(records=records, timeout=settings.KAFKA_DELIVERY_TIMEOUT_S)
         except producer.ProduceFailed as error:
+            stats.count_producer_error()
             age = time.time() - accepted_at
             if (
                 not is_transient(error)
@@ -161,7 +162,7 @@ def deliver_batch(
             if stopping.wait(backoff):
                 raise DeliveryInterrupted(batch_id) from error
             continue
-        return record_outcome(
+        outcome = record_outcome(
             batch_id=batch_id,
             status=DeliveryOutcome.Status.DELIVERED,
             records=records,
@@ -169,6 +170,8 @@ def deliver_batch(
             attempts=attempt,
             offsets=offsets,
         )
+        stats.count_delivered(records=records, accepted_at=accepted_at)
+        return outcome
 
 
 def record_outcome(
@@ -211,7 +214,7 @@ def dead_letter_batch(
                 records=triples,
                 attempts=attempts,
             )
-        return record_outcome(
+        outcome = record_outcome(
             batch_id=batch_id,
             status=DeliveryOutcome.Status.DEAD_LETTERED,
             records=records,
@@ -219,6 +222,8 @@ def dead_letter_batch(
             attempts=attempts,
             reason=reason,
         )
+    stats.count_dead_lettered(records=records)
+    return outcome
 
 
 def replay_dead_letters(*, dead_letters) -> int:

@@ -10,7 +10,7 @@ from celery.signals import worker_process_shutdown, worker_shutdown, worker_shut
 from celery.worker.control import inspect_command
 from django.conf import settings
 
-from . import health, services
+from . import health, metrics, services, stats
 from .batcher import Batch
 from .ids import uuid7
 from .producer import close_producer
@@ -55,7 +55,14 @@ def deliver_batch(self, batch_id: str, records: list, accepted_at: float) -> str
 
 def enqueue_batch(batch: Batch) -> None:
     """Publish a batch as one persistent task message and wait for the broker's confirm."""
-    publish(batch_id=batch.batch_id, records=batch.records)
+    started = time.monotonic()
+    try:
+        publish(batch_id=batch.batch_id, records=batch.records)
+    except Exception:
+        metrics.PUBLISH_ERRORS.inc()
+        raise
+    metrics.CONFIRM_SECONDS.observe(time.monotonic() - started)
+    metrics.BATCH_SIZE.observe(len(batch.records))
 
 
 def enqueue_records(*, records: list) -> str:
@@ -99,6 +106,7 @@ def _stop_retrying(**kwargs) -> None:
 @worker_process_shutdown.connect
 def _flush_producer(**kwargs) -> None:
     close_producer(timeout=PRODUCER_FLUSH_TIMEOUT_S)
+    stats.flush_quietly()
 
 
 @inspect_command()

@@ -3,9 +3,10 @@
 import functools
 
 from django.conf import settings
+from django.http import HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from . import parsing, services
+from . import keys, metrics, openapi, parsing, readiness, runtime, services, stats
 from .errors import ApiError, json_response
 from .health import process_report
 
@@ -29,6 +30,11 @@ def api_view(*methods: str):
                     return response
                 return view(request, *args, **kwargs)
             except ApiError as error:
+                topic = getattr(request, "ingest_topic", None)
+                if topic is not None:  # only the ingest endpoints count their rejections
+                    source = getattr(request, "ingest_source", "")
+                    stats.count_rejected(topic=topic, source=source, code=error.code)
+                    metrics.REQUESTS_REJECTED.inc(error.code)
                 return error.response()
 
         return wrapper
@@ -50,9 +56,13 @@ def read_body(request) -> bytes:
 @api_view("POST")
 def post_events(request, topic: str):
     """Accept one event or a batch of events for a topic."""
+    request.ingest_topic = ""  # until the topic is known to be valid
+    source = authenticate(request)
     parsing.check_topic(
         topic, allowlist=settings.KAFKA_TOPIC_ALLOWLIST, pattern=settings.KAFKA_TOPIC_PATTERN
     )
+    request.ingest_topic = topic
+    keys.authorize_topic(source, topic)
     ack = services.parse_ack_level(request.GET.get("ack") or request.META.get(ACK_HEADER))
     parsing.check_content_type(request.META.get("CONTENT_TYPE", ""))
     body = parsing.decode_body(
@@ -65,13 +75,15 @@ def post_events(request, topic: str):
         max_events=settings.INGEST_MAX_EVENTS_PER_REQUEST,
         max_id_length=settings.INGEST_MAX_ID_LENGTH,
     )
-    acceptance = services.accept_events(topic=topic, records=records, ack=ack)
-    return json_response(acceptance.as_json(), status=202)
+    return accept(request, source=source, topic=topic, records=records, ack=ack)
 
 
 @api_view("GET")
 def show(request):
     """Accept the query parameters as one event on the default topic (tracking pixels)."""
+    topic = request.ingest_topic = settings.KAFKA_DEFAULT_TOPIC
+    source = authenticate(request)
+    keys.authorize_topic(source, topic)
     event = {
         name: values[0] if len(values) == 1 else values for name, values in request.GET.lists()
     }
@@ -79,9 +91,22 @@ def show(request):
     records = parsing.build_records(
         [event], max_events=1, max_id_length=settings.INGEST_MAX_ID_LENGTH
     )
-    acceptance = services.accept_events(
-        topic=settings.KAFKA_DEFAULT_TOPIC, records=records, ack=ack
-    )
+    return accept(request, source=source, topic=topic, records=records, ack=ack)
+
+
+def authenticate(request) -> keys.SourceInfo:
+    source = keys.authenticate(request.META)
+    request.ingest_source = source.name
+    return source
+
+
+def accept(request, *, source: keys.SourceInfo, topic: str, records: list, ack: str):
+    """Rate-limit the source, accept the records, and count them."""
+    nbytes = sum(len(record.value) for record in records)
+    keys.get_limiter().check(source, events=len(records), nbytes=nbytes)
+    acceptance = services.accept_events(topic=topic, records=records, ack=ack)
+    stats.count_accepted(topic=topic, source=source.name, events=len(records), nbytes=nbytes)
+    metrics.EVENTS_ACCEPTED.inc(amount=len(records))
     return json_response(acceptance.as_json(), status=202)
 
 
@@ -95,6 +120,27 @@ def receipt(request, receipt_id: str):
 def healthz(request):
     """Answer 200 while the process can serve requests."""
     return json_response({"status": "ok", "process": process_report()})
+
+
+@api_view("GET")
+def readyz(request):
+    """Answer 200 when the database, the broker and Kafka answer and the backlog is bounded."""
+    report = readiness.get_probe().report()
+    return json_response(report, status=503 if report["failed"] else 200)
+
+
+@api_view("GET")
+def prometheus_metrics(request):
+    """Expose this process's metrics in the Prometheus text format."""
+    gateway = runtime.get_gateway()
+    body = metrics.render(backlog=gateway.backlog.depth, pending_events=gateway.batcher.pending[0])
+    return HttpResponse(body, content_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+@api_view("GET")
+def openapi_document(request):
+    """Describe the ingest API in OpenAPI 3."""
+    return json_response(openapi.document())
 
 
 def not_found(request, exception=None):

@@ -81,6 +81,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "ingest.logging.RequestContextMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -136,7 +137,10 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = None
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "ingest.logging.JsonFormatter"},
+    },
     # Every 4xx and 503 already answers the client with its reason; logging each one under
     # load would cost more than the request. Unexpected 5xx still log with their traceback.
     "filters": {
@@ -145,7 +149,10 @@ LOGGING = {
             "callback": lambda record: getattr(record, "status_code", 500) in (500, 502, 504),
         }
     },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    # LOG_FORMAT: json (one JSON object a line, with the request id) or plain.
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": env_str("LOG_FORMAT", "json")}
+    },
     "loggers": {
         "kafka": {"level": env_str("KAFKA_LOG_LEVEL", "WARNING")},
         "django.request": {
@@ -220,3 +227,19 @@ INGEST_RETRY_AFTER_S = env_int("INGEST_RETRY_AFTER_S", 1)
 INGEST_DELIVERY_MAX_ATTEMPTS = env_int("INGEST_DELIVERY_MAX_ATTEMPTS", 30)
 INGEST_DELIVERY_MAX_AGE_S = env_float("INGEST_DELIVERY_MAX_AGE_S", 3_600.0)
 INGEST_RECEIPT_RETENTION_S = env_float("INGEST_RECEIPT_RETENTION_S", 7 * 86_400.0)
+
+# --- Control plane: sources and keys, stats, readiness, logs ---
+# Require an API key (Authorization: Bearer <key> or X-Api-Key) on the ingest endpoints.
+INGEST_REQUIRE_API_KEYS = env_bool("INGEST_REQUIRE_API_KEYS", not STANDALONE)
+# Seconds a process answers key checks from its copy of the source table before reloading it.
+INGEST_KEY_CACHE_TTL_S = env_float("INGEST_KEY_CACHE_TTL_S", 15.0)
+# A source's token buckets hold this many seconds of its rate (its allowed burst).
+INGEST_RATE_BURST_S = env_float("INGEST_RATE_BURST_S", 1.0)
+# Count events per minute, topic and source in memory and add them to the database this often.
+INGEST_STATS_ENABLED = env_bool("INGEST_STATS_ENABLED", True)
+INGEST_STATS_FLUSH_INTERVAL_S = env_float("INGEST_STATS_FLUSH_INTERVAL_S", 2.0)
+INGEST_STATS_RETENTION_DAYS = env_int("INGEST_STATS_RETENTION_DAYS", 7)
+INGEST_READYZ_TIMEOUT_S = env_float("INGEST_READYZ_TIMEOUT_S", 2.0)
+INGEST_READYZ_CACHE_S = env_float("INGEST_READYZ_CACHE_S", 1.0)
+# Log every request (method, path, status, duration) as a line of its own.
+INGEST_ACCESS_LOG = env_bool("INGEST_ACCESS_LOG", False)

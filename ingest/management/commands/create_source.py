@@ -1,0 +1,28 @@
+from django.core.management.base import BaseCommand, CommandError
+
+from ingest import keys
+from ingest.models import Source
+
+
+class Command(BaseCommand):
+    help = "Create a source and print its API key; the key is shown this once and never stored."
+
+    def add_arguments(self, parser):
+        parser.add_argument("name")
+        parser.add_argument("--topics", default="", help="allowed topics, comma-separated")
+        parser.add_argument("--max-events-per-s", type=int, help="rate limit in events/s")
+        parser.add_argument("--max-bytes-per-s", type=int, help="rate limit in bytes/s")
+
+    def handle(self, *args, name, topics, max_events_per_s, max_bytes_per_s, **options):
+        if Source.objects.filter(name=name).exists():
+            raise CommandError(f"source {name!r} exists; rotate its key in the admin")
+        source = Source(
+            name=name,
+            allowed_topics=topics,
+            max_events_per_s=max_events_per_s,
+            max_bytes_per_s=max_bytes_per_s,
+        )
+        key = keys.issue_key(source)
+        source.full_clean()
+        source.save()
+        self.stdout.write(key)

@@ -1,0 +1,115 @@
+"""Readiness: can this gateway take events now? Bounded in time, cached for a moment."""
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+
+from django.conf import settings
+from django.db import connection
+
+
+def check_database() -> dict:
+    connection.close_if_unusable_or_obsolete()
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+            cursor.fetchone()
+    except Exception:
+        connection.close()
+        raise
+    return {}
+
+
+def check_broker() -> dict:
+    from .tasks import queue_depth
+
+    return {"depth": queue_depth()}
+
+
+def check_kafka() -> dict:
+    from kafka import KafkaConsumer
+
+    timeout_ms = int(settings.INGEST_READYZ_TIMEOUT_S * 1000)
+    consumer = KafkaConsumer(
+        bootstrap_servers=settings.KAFKA_BOOTSTRAP_SERVERS,
+        client_id="ingest-readyz",
+        enable_auto_commit=False,
+        request_timeout_ms=timeout_ms + 500,
+        api_version_auto_timeout_ms=timeout_ms,
+        connections_max_idle_ms=timeout_ms + 1_000,
+    )
+    try:
+        return {"topics": len(consumer.topics())}
+    finally:
+        consumer.close()
+
+
+CHECKS = {"database": check_database, "broker": check_broker, "kafka": check_kafka}
+
+
+class ReadinessProbe:
+    """Run every check at most once at a time, each in its own thread, answering within a bound."""
+
+    def __init__(self, *, checks: dict, timeout_s: float, cache_s: float, high_water: int):
+        self._checks = checks
+        self._timeout_s = timeout_s
+        self._cache_s = cache_s
+        self._high_water = high_water
+        self._executor = ThreadPoolExecutor(len(checks), thread_name_prefix="ingest-readyz")
+        self._lock = threading.Lock()
+        self._running: dict = {}
+        self._report: dict | None = None
+        self._reported_at = 0.0
+
+    def report(self) -> dict:
+        with self._lock:
+            if self._report is not None and time.monotonic() - self._reported_at < self._cache_s:
+                return self._report
+            for name, check in self._checks.items():
+                # A check still stuck from an earlier call is waited on, not started again.
+                if name not in self._running or self._running[name].done():
+                    self._running[name] = self._executor.submit(check)
+            running = dict(self._running)
+        deadline = time.monotonic() + self._timeout_s
+        checks = {}
+        for name, future in running.items():
+            started = time.monotonic()
+            try:
+                detail = future.result(timeout=max(0.0, deadline - time.monotonic()))
+                checks[name] = {"ok": True, **detail}
+            except FutureTimeout:
+                checks[name] = {"ok": False, "error": f"no answer within {self._timeout_s}s"}
+            except Exception as error:
+                checks[name] = {"ok": False, "error": f"{type(error).__name__}: {error}"}
+            checks[name]["ms"] = round((time.monotonic() - started) * 1000, 1)
+        depth = checks.get("broker", {}).get("depth")
+        checks["backlog"] = {
+            "ok": depth is not None and depth <= self._high_water,
+            "depth": depth,
+            "high_water": self._high_water,
+        }
+        failed = [name for name, result in checks.items() if not result["ok"]]
+        report = {"status": "unavailable" if failed else "ready", "failed": failed}
+        report["checks"] = checks
+        with self._lock:
+            self._report, self._reported_at = report, time.monotonic()
+        return report
+
+
+_lock = threading.Lock()
+_probe: ReadinessProbe | None = None
+
+
+def get_probe() -> ReadinessProbe:
+    global _probe
+    if _probe is None:
+        with _lock:
+            if _probe is None:
+                _probe = ReadinessProbe(
+                    checks=CHECKS,
+                    timeout_s=settings.INGEST_READYZ_TIMEOUT_S,
+                    cache_s=settings.INGEST_READYZ_CACHE_S,
+                    high_water=settings.INGEST_BACKLOG_HIGH_WATER,
+                )
+    return _probe

@@ -1,0 +1,251 @@
+"""Per-minute counters by topic and source: counted in memory, added to the database in bulk."""
+
+import atexit
+import logging
+import math
+import threading
+import time
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+
+from django.conf import settings
+from django.db import close_old_connections, connection, transaction
+
+logger = logging.getLogger(__name__)
+
+# Upper bounds (ms) of the delivery-latency histogram buckets; the last one catches the rest.
+LATENCY_BUCKETS_MS = (5, 10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 30_000, 60_000)
+LATENCY_OVERFLOW = "latency_le_inf"
+PRUNE_INTERVAL_S = 600.0
+
+Key = tuple[int, str, str, str]  # (minute as unix seconds, topic, source, metric)
+
+
+def latency_metric(seconds: float) -> str:
+    milliseconds = seconds * 1000
+    for bound in LATENCY_BUCKETS_MS:
+        if milliseconds <= bound:
+            return f"latency_le_{bound}"
+    return LATENCY_OVERFLOW
+
+
+def percentile_ms(histogram: dict[str, int], fraction: float) -> float | None:
+    """Estimate a latency percentile as the upper bound of the bucket it falls into."""
+    total = sum(histogram.values())
+    if not total:
+        return None
+    rank = math.ceil(total * fraction)
+    seen = 0
+    for bound in LATENCY_BUCKETS_MS:
+        seen += histogram.get(f"latency_le_{bound}", 0)
+        if seen >= rank:
+            return float(bound)
+    return math.inf
+
+
+class StatsRecorder:
+    """Add to counters under a lock; a daemon thread upserts and clears them every few seconds."""
+
+    def __init__(self, *, interval_s: float, retention_s: float):
+        self._interval_s = interval_s
+        self._retention_s = retention_s
+        self._lock = threading.Lock()
+        self._counts: Counter[Key] = Counter()
+        self._flush_lock = threading.Lock()
+        self._pruned_at = 0.0
+        self._thread = threading.Thread(target=self._run, name="ingest-stats", daemon=True)
+        self._thread.start()
+
+    def add(self, *, topic: str, source: str, values: dict[str, int], at: float | None = None):
+        minute = int((time.time() if at is None else at) // 60 * 60)
+        with self._lock:
+            for metric, value in values.items():
+                if value:
+                    self._counts[(minute, topic, source, metric)] += value
+
+    def pending(self) -> dict[Key, int]:
+        with self._lock:
+            return dict(self._counts)
+
+    def flush(self) -> int:
+        """Add what was counted since the last flush to the database; return the rows written."""
+        with self._flush_lock:
+            with self._lock:
+                counts, self._counts = self._counts, Counter()
+            if not counts:
+                return 0
+            try:
+                upsert(counts)
+            except Exception:
+                with self._lock:  # keep the counts for the next try
+                    self._counts.update(counts)
+                raise
+            return len(counts)
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(self._interval_s)
+            try:
+                self.flush()
+                if time.monotonic() - self._pruned_at > PRUNE_INTERVAL_S:
+                    self._pruned_at = time.monotonic()
+                    prune(older_than_s=self._retention_s)
+            except Exception as error:  # the database may come back; the counts wait in memory
+                logger.warning("flushing stats failed: %r", error)
+                close_old_connections()
+
+
+def upsert(counts: dict[Key, int]) -> None:
+    """Add each count to its row, creating rows as needed (PostgreSQL and SQLite alike)."""
+    from .models import EventStat
+
+    table = connection.ops.quote_name(EventStat._meta.db_table)
+    sql = (
+        f"INSERT INTO {table} (minute, topic, source, metric, value) VALUES (%s, %s, %s, %s, %s) "
+        f"ON CONFLICT (minute, topic, source, metric) "
+        f"DO UPDATE SET value = {table}.value + excluded.value"
+    )
+    rows = [
+        (minute_value(minute), topic, source, metric, value)
+        for (minute, topic, source, metric), value in sorted(counts.items())
+    ]
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.executemany(sql, rows)
+
+
+def minute_value(minute: int):
+    return connection.ops.adapt_datetimefield_value(datetime.fromtimestamp(minute, tz=UTC))
+
+
+def prune(*, older_than_s: float) -> int:
+    from .models import EventStat
+
+    cutoff = datetime.now(tz=UTC) - timedelta(seconds=older_than_s)
+    deleted, _ = EventStat.objects.filter(minute__lt=cutoff).delete()
+    return deleted
+
+
+_lock = threading.Lock()
+_recorder: StatsRecorder | None = None
+
+
+def get_recorder() -> StatsRecorder | None:
+    """Return this process's recorder, started on first use; None when stats are off."""
+    global _recorder
+    if _recorder is None and settings.INGEST_STATS_ENABLED:
+        with _lock:
+            if _recorder is None:
+                _recorder = StatsRecorder(
+                    interval_s=settings.INGEST_STATS_FLUSH_INTERVAL_S,
+                    retention_s=settings.INGEST_STATS_RETENTION_DAYS * 86_400,
+                )
+                atexit.register(flush_quietly)
+    return _recorder
+
+
+def flush_quietly() -> None:
+    """Flush this process's counters at shutdown; a failure is logged, never raised."""
+    if _recorder is None:
+        return
+    try:
+        _recorder.flush()
+    except Exception as error:
+        logger.warning("flushing stats at shutdown failed: %r", error)
+
+
+def _add(*, topic: str, source: str, values: dict[str, int]) -> None:
+    recorder = get_recorder()
+    if recorder is not None:
+        recorder.add(topic=topic, source=source, values=values)
+
+
+def count_accepted(*, topic: str, source: str, events: int, nbytes: int) -> None:
+    _add(topic=topic, source=source, values={"accepted": events, "accepted_bytes": nbytes})
+
+
+def count_rejected(*, topic: str, source: str, code: str) -> None:
+    _add(topic=topic, source=source, values={f"rejected:{code}": 1})
+
+
+def count_delivered(*, records: list, accepted_at: float) -> None:
+    """Count delivered events per topic with their accept-to-Kafka-ack latency."""
+    latency = latency_metric(max(0.0, time.time() - accepted_at))
+    for topic, events in Counter(record[0] for record in records).items():
+        _add(topic=topic, source="", values={"delivered": events, latency: events})
+
+
+def count_dead_lettered(*, records: list) -> None:
+    for topic, events in Counter(record[0] for record in records).items():
+        _add(topic=topic, source="", values={"dead_lettered": events})
+
+
+def count_producer_error() -> None:
+    _add(topic="", source="", values={"producer_errors": 1})
+
+
+RANGES = {"hour": (3_600, 60), "day": (86_400, 600)}  # name: (span, seconds per point)
+CHART_METRICS = ("accepted", "delivered", "rejected")
+TOTALS = ("accepted", "rejected", "delivered", "dead_lettered", "bytes")
+
+
+def _series_metric(metric: str) -> str:
+    return "rejected" if metric.startswith("rejected:") else metric
+
+
+def overview(*, span_s: int, step_s: int, now: float | None = None) -> dict:
+    """Sum the stats of the last `span_s` seconds: points for the chart and totals by topic."""
+    from django.db.models import Sum
+
+    from .models import EventStat
+
+    now = time.time() if now is None else now
+    end = int(now // step_s * step_s) + step_s
+    start = end - span_s
+    rows = (
+        EventStat.objects.filter(minute__gte=datetime.fromtimestamp(start, tz=UTC))
+        .values("minute", "topic", "metric")
+        .annotate(total=Sum("value"))
+    )
+    points = {name: [0] * (span_s // step_s) for name in CHART_METRICS}
+    topics: dict[str, Counter] = {}
+    latency: dict[str, dict[str, int]] = {}
+    producer_errors = 0
+    for row in rows:
+        metric, total = row["metric"], row["total"]
+        series = _series_metric(metric)
+        if series in points:
+            index = (int(row["minute"].timestamp()) - start) // step_s
+            if 0 <= index < len(points[series]):
+                points[series][index] += total
+        if metric.startswith("latency_le_"):
+            histogram = latency.setdefault(row["topic"], {})
+            histogram[metric] = histogram.get(metric, 0) + total
+        elif series == "producer_errors":
+            producer_errors += total
+        else:
+            topics.setdefault(row["topic"], Counter())[series] += total
+    by_topic = []
+    for topic in sorted(topics):
+        counts = topics[topic]
+        histogram = latency.get(topic, {})
+        by_topic.append(
+            {
+                "topic": topic or "(none)",
+                **{name: counts[name] for name in ("accepted", "rejected", "delivered")},
+                "dead_lettered": counts["dead_lettered"],
+                "bytes": counts["accepted_bytes"],
+                "p50_ms": percentile_ms(histogram, 0.50),
+                "p95_ms": percentile_ms(histogram, 0.95),
+                "p99_ms": percentile_ms(histogram, 0.99),
+            }
+        )
+    totals = Counter(dict.fromkeys(TOTALS, 0))
+    for row in by_topic:
+        totals.update({name: row[name] for name in TOTALS})
+    return {
+        "start": start,
+        "step_s": step_s,
+        "points": points,
+        "by_topic": by_topic,
+        "totals": {**totals, "producer_errors": producer_errors},
+    }
