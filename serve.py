@@ -1,32 +1,91 @@
 #!/usr/bin/env python
-"""Run the ingest gateway under cheroot; with nothing configured, run the whole pipeline locally."""
+"""Run the ingest gateway under cheroot; with nothing configured, run the whole pipeline locally.
+
+With --processes N above 1, this process is a supervisor: it starts the embedded services of
+standalone mode once, then runs N fresh `serve.py --child` processes that all listen on the same
+port (SO_REUSEPORT: the kernel spreads connections over them), each with its own thread pool and
+batcher. It restarts a process that dies and stops them all on SIGTERM or SIGINT. With
+--processes 1 the gateway serves in this very process, with no supervisor, as a single process
+under systemd or a container runtime expects.
+"""
 
 import argparse
 import os
 import signal
+import socket
+import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
+from pathlib import Path
+
+from django.core.exceptions import ImproperlyConfigured
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "ingestsite.settings")
 
 SERVER_THREAD_JOIN_S = 5.0
+STOP_POLL_INTERVAL_S = 0.5
+# A child's own stop is bounded by --shutdown-timeout + SERVER_THREAD_JOIN_S + 1 s of batcher
+# flush (serve_until_stopped); past this margin the supervisor kills it.
+CHILD_STOP_MARGIN_S = SERVER_THREAD_JOIN_S + 2.0
+CHILD_KILL_WAIT_S = 5.0
+SUPERVISE_INTERVAL_S = 0.2
+# A child that lived this long died of something other than its start-up: restart it at once.
+CHILD_STABLE_S = 10.0
+RESTART_BACKOFF_BASE_S = 0.5
+RESTART_BACKOFF_MAX_S = 30.0
+
+
+def boolean(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(raw)
+
+
+def usable_cores() -> list[int]:
+    """Return the CPUs this process may run on (its affinity mask, which cgroups may narrow)."""
+    if hasattr(os, "sched_getaffinity"):
+        return sorted(os.sched_getaffinity(0))
+    return list(range(os.cpu_count() or 1))
 
 
 @dataclass(frozen=True)
 class Option:
     flag: str
     env: str
-    type: type
+    type: Callable
     default: object
     help: str
+
+    @property
+    def dest(self) -> str:
+        return self.flag.lstrip("-").replace("-", "_")
 
 
 OPTIONS = (
     Option("--bind", "SERVE_BIND", str, "127.0.0.1:8000", "host:port to listen on"),
-    Option("--threads", "SERVE_THREADS", int, 64, "worker threads of the cheroot pool"),
+    Option(
+        "--processes",
+        "SERVE_PROCESSES",
+        int,
+        len(usable_cores()),
+        "server processes on the one port (SO_REUSEPORT) under a supervisor; 1 serves in this "
+        "process without one; default: the cores this process may use",
+    ),
+    Option(
+        "--cpu-affinity",
+        "SERVE_CPU_AFFINITY",
+        boolean,
+        False,
+        "pin server process i to core i modulo the usable cores",
+    ),
+    Option("--threads", "SERVE_THREADS", int, 64, "worker threads of each cheroot pool"),
     Option("--request-queue-size", "SERVE_REQUEST_QUEUE_SIZE", int, 1024, "listen() backlog"),
     Option(
         "--accepted-queue-size",
@@ -74,21 +133,54 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             default = option.type(raw) if raw else option.default
         except ValueError:
             parser.error(f"{option.env}={raw!r} is not a valid {option.type.__name__}")
-        parser.add_argument(
-            option.flag, type=option.type, default=default, help=f"{option.help} [{option.env}]"
-        )
+        help_text = f"{option.help} [{option.env}]"
+        if option.type is boolean:
+            parser.add_argument(
+                option.flag, action=argparse.BooleanOptionalAction, default=default, help=help_text
+            )
+        else:
+            parser.add_argument(option.flag, type=option.type, default=default, help=help_text)
+    # Set by the supervisor on the processes it starts: which one this is.
+    parser.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.processes < 1:
+        parser.error("--processes must be at least 1")
     if args.threads < 1:
         parser.error("--threads must be at least 1")
+    if args.timeout <= 0:
+        parser.error("--timeout must be positive")
     if args.shutdown_timeout < 0:
         parser.error("--shutdown-timeout must not be negative")
     if args.accepted_queue_size < 1:
         parser.error("--accepted-queue-size must be at least 1: an unbounded queue hides overload")
+    if args.cpu_affinity and not hasattr(os, "sched_setaffinity"):
+        parser.error("--cpu-affinity needs os.sched_setaffinity, which this platform lacks")
+    if args.child is not None and args.child < 0:
+        parser.error("--child must not be negative")
     host, _, port = args.bind.rpartition(":")
-    if not host or not port.isdigit():
+    if not host or not port.isdigit() or int(port) > 65_535:
         parser.error(f"--bind must be host:port, got {args.bind!r}")
     args.address = (host.strip("[]"), int(port))
+    if args.processes > 1 and args.address[1] == 0:
+        parser.error("--processes above 1 share one port: --bind needs a port other than 0")
     return args
+
+
+def child_command(args: argparse.Namespace, index: int) -> list[str]:
+    """Return the command line of server process `index`, with every option made explicit."""
+    command = [sys.executable, str(Path(__file__).resolve()), "--child", str(index)]
+    for option in OPTIONS:
+        value = getattr(args, option.dest)
+        if option.type is boolean:
+            command.append(option.flag if value else f"--no-{option.flag[2:]}")
+        else:
+            command += [option.flag, str(value)]
+    return command
+
+
+def restart_delay(quick_exits: int) -> float:
+    """Seconds to wait before restarting a child that died young `quick_exits` times in a row."""
+    return min(RESTART_BACKOFF_MAX_S, RESTART_BACKOFF_BASE_S * 2**quick_exits)
 
 
 def start_embedded_services(args: argparse.Namespace, stack: ExitStack) -> None:
@@ -130,7 +222,21 @@ def start_embedded_services(args: argparse.Namespace, stack: ExitStack) -> None:
     )
 
 
-def build_server(args: argparse.Namespace):
+def print_configuration(args: argparse.Namespace, stack: ExitStack) -> None:
+    """Start what standalone mode embeds, then print the effective configuration."""
+    from django.conf import settings
+
+    if settings.STANDALONE:
+        start_embedded_services(args, stack)
+    else:
+        kafka = ",".join(settings.KAFKA_BOOTSTRAP_SERVERS)
+        print(f"  kafka    : {kafka} (producer client {settings.KAFKA_CLIENT})")
+        print(f"  celery   : {settings.CELERY_BROKER_URL.split('@')[-1]}")
+    for option in OPTIONS:
+        print(f"  {option.flag:26} {getattr(args, option.dest)!s:16} [{option.env}]")
+
+
+def build_server(args: argparse.Namespace, *, reuse_port: bool):
     from cheroot import wsgi
 
     from ingestsite.wsgi import application
@@ -144,9 +250,21 @@ def build_server(args: argparse.Namespace):
         shutdown_timeout=args.shutdown_timeout,
         accepted_queue_size=args.accepted_queue_size,
         accepted_queue_timeout=args.accepted_queue_timeout,
+        reuse_port=reuse_port,
     )
     server.max_request_body_size = args.max_body_size
     server.max_request_header_size = args.max_header_size
+    return server
+
+
+def prepare_server(args: argparse.Namespace, *, reuse_port: bool):
+    """Return a cheroot server listening on args.address, or None after saying why it cannot."""
+    server = build_server(args, reuse_port=reuse_port)
+    try:
+        server.prepare()
+    except OSError as error:
+        print(f"serve.py: cannot listen on {args.bind}: {error}", file=sys.stderr)
+        return None
     return server
 
 
@@ -159,15 +277,199 @@ def stop_server(server, *, timeout: float) -> bool:
     return not stopper.is_alive()
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def serve_until_stopped(
+    server,
+    args: argparse.Namespace,
+    stop_requested: threading.Event,
+    *,
+    name: str,
+    orphaned: Callable[[], bool] = lambda: False,
+) -> int:
+    """Serve until a stop signal (or the supervisor's death), then drain and flush the batcher."""
+    from ingest.runtime import shutdown_gateway
+
+    serving = threading.Thread(target=server.serve, name="serve", daemon=True)
+    serving.start()
+    print(f"{name}listening on http://{args.bind} (POST /api/v1/events/<topic>)", flush=True)
+    try:
+        while not stop_requested.wait(STOP_POLL_INTERVAL_S):
+            if not serving.is_alive():
+                print(f"{name}the server thread died; stopping", file=sys.stderr)
+                return 1
+            if orphaned():
+                print(f"{name}the supervisor is gone; stopping", file=sys.stderr)
+                break
+    finally:
+        started = time.monotonic()
+        print(f"{name}stopping: finishing requests in flight", flush=True)
+        clean = stop_server(server, timeout=args.shutdown_timeout + SERVER_THREAD_JOIN_S)
+        remaining = max(1.0, args.shutdown_timeout - (time.monotonic() - started))
+        clean = shutdown_gateway(timeout=remaining) and clean
+        print(f"{name}{'stopped' if clean else 'stopped; some requests did not finish in time'}")
+    return 0
+
+
+def pin_to_core(index: int) -> int:
+    """Bind this process, and the threads it will start, to one usable core; return it."""
+    cores = usable_cores()
+    core = cores[index % len(cores)]
+    os.sched_setaffinity(0, {core})
+    return core
+
+
+def run_single(args: argparse.Namespace, stop_requested: threading.Event) -> int:
+    """Serve in this process: embedded services, the cheroot pool and the batcher together."""
+    core = pin_to_core(0) if args.cpu_affinity else None
     import django
 
     django.setup()
     from django.conf import settings
 
-    from ingest.runtime import shutdown_gateway
+    server = prepare_server(args, reuse_port=False)
+    if server is None:
+        return 2
+    with ExitStack() as stack:
+        pinned = "" if core is None else f", pinned to core {core}"
+        print(f"ingest gateway, {settings.INGEST_MODE} mode, pid {os.getpid()}{pinned}")
+        print_configuration(args, stack)
+        return serve_until_stopped(server, args, stop_requested, name="")
 
+
+def run_child(args: argparse.Namespace, stop_requested: threading.Event) -> int:
+    """Serve as process `args.child` of a supervisor, sharing the port with its siblings."""
+    supervisor_pid = os.getppid()
+    core = pin_to_core(args.child) if args.cpu_affinity else None
+    import django
+
+    django.setup()
+    server = prepare_server(args, reuse_port=True)
+    if server is None:
+        return 2
+    pinned = "" if core is None else f" on core {core}"
+    return serve_until_stopped(
+        server,
+        args,
+        stop_requested,
+        name=f"  process {args.child} pid {os.getpid()}{pinned}: ",
+        orphaned=lambda: os.getppid() != supervisor_pid,
+    )
+
+
+@dataclass
+class Child:
+    """One server process of the supervisor, and how often it died young in a row."""
+
+    index: int
+    process: subprocess.Popen | None = None
+    started_at: float = 0.0
+    quick_exits: int = 0
+    restart_at: float = 0.0
+
+    def start(self, args: argparse.Namespace) -> None:
+        self.process = subprocess.Popen(child_command(args, self.index))
+        self.started_at = time.monotonic()
+
+
+def port_problem(address: tuple[str, int]) -> str | None:
+    """Say why the server processes could not share `address`, before starting any."""
+    from ingestsite import embedded
+
+    host, port = address
+    # With SO_REUSEPORT a second gateway would silently share the port instead of failing.
+    if embedded.is_listening(host, port):
+        return "something already listens there"
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            probe.bind(address)
+    except OSError as error:
+        return str(error)
+    return None
+
+
+def supervise(
+    children: list[Child], args: argparse.Namespace, stop_requested: threading.Event
+) -> None:
+    """Restart each child that exits, backing off while it keeps dying young, until a stop."""
+    while not stop_requested.wait(SUPERVISE_INTERVAL_S):
+        now = time.monotonic()
+        for child in children:
+            if child.process is None:
+                if now >= child.restart_at:
+                    child.start(args)
+                    print(f"  process {child.index} restarted as pid {child.process.pid}")
+                continue
+            code = child.process.poll()
+            if code is None:
+                continue
+            lifetime = now - child.started_at
+            child.quick_exits = 0 if lifetime >= CHILD_STABLE_S else child.quick_exits + 1
+            delay = restart_delay(child.quick_exits)
+            how = f"signal {signal.Signals(-code).name}" if code < 0 else f"code {code}"
+            print(
+                f"  process {child.index} pid {child.process.pid} exited with {how} after "
+                f"{lifetime:.1f}s; restarting it in {delay:.1f}s",
+                file=sys.stderr,
+                flush=True,
+            )
+            child.process = None
+            child.restart_at = now + delay
+
+
+def stop_children(children: list[Child], *, timeout: float) -> None:
+    """Send SIGTERM to every child, wait up to `timeout` seconds in all, then SIGKILL the rest."""
+    running = [child.process for child in children if child.process is not None]
+    for process in running:
+        process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for process in running:
+        try:
+            process.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            print(
+                f"  pid {process.pid} did not stop in {timeout:.1f}s; killing it", file=sys.stderr
+            )
+            process.kill()
+            process.wait(CHILD_KILL_WAIT_S)
+
+
+def run_supervisor(args: argparse.Namespace, stop_requested: threading.Event) -> int:
+    """Start the embedded services once, then run and watch args.processes server processes."""
+    # Only settings are read here: the server processes are fresh interpreters, not forks, so
+    # they inherit no threads, locks or connections from this one.
+    from django.conf import settings
+
+    mode = settings.INGEST_MODE
+    problem = port_problem(args.address)
+    if problem is not None:
+        print(f"serve.py: cannot listen on {args.bind}: {problem}", file=sys.stderr)
+        return 2
+    with ExitStack() as stack:
+        print(
+            f"ingest gateway, {mode} mode, supervisor pid {os.getpid()} of {args.processes} "
+            "server processes sharing one port"
+        )
+        if settings.STANDALONE:
+            import django
+
+            django.setup()  # migrate needs the app registry
+        print_configuration(args, stack)
+        children = [Child(index) for index in range(args.processes)]
+        # Registered after the embedded services, so it runs before they stop.
+        stack.callback(stop_children, children, timeout=args.shutdown_timeout + CHILD_STOP_MARGIN_S)
+        for child in children:
+            child.start(args)
+        sys.stdout.flush()
+        supervise(children, args, stop_requested)
+        print("stopping: SIGTERM to every server process", flush=True)
+    print("supervisor stopped", flush=True)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     stop_requested = threading.Event()
 
     def request_stop(signum, frame):
@@ -175,39 +477,15 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
-
-    server = build_server(args)
     try:
-        server.prepare()
-    except OSError as error:
-        print(f"serve.py: cannot listen on {args.bind}: {error}", file=sys.stderr)
+        if args.child is not None:
+            return run_child(args, stop_requested)
+        if args.processes == 1:
+            return run_single(args, stop_requested)
+        return run_supervisor(args, stop_requested)
+    except ImproperlyConfigured as error:
+        print(f"serve.py: {error}", file=sys.stderr)
         return 2
-    with ExitStack() as stack:
-        print(f"ingest gateway, {settings.INGEST_MODE} mode, pid {os.getpid()}")
-        if settings.STANDALONE:
-            start_embedded_services(args, stack)
-        else:
-            print(f"  kafka    : {','.join(settings.KAFKA_BOOTSTRAP_SERVERS)}")
-            print(f"  celery   : {settings.CELERY_BROKER_URL.split('@')[-1]}")
-        for option in OPTIONS:
-            name = option.flag.lstrip("-").replace("-", "_")
-            print(f"  {option.flag:26} {getattr(args, name)!s:16} [{option.env}]")
-        serving = threading.Thread(target=server.serve, name="serve", daemon=True)
-        serving.start()
-        print(f"listening on http://{args.bind} (POST /api/v1/events/<topic>)", flush=True)
-        try:
-            while not stop_requested.wait(0.5):
-                if not serving.is_alive():
-                    print("the server thread died; stopping", file=sys.stderr)
-                    return 1
-        finally:
-            started = time.monotonic()
-            print("stopping: finishing requests in flight", flush=True)
-            clean = stop_server(server, timeout=args.shutdown_timeout + SERVER_THREAD_JOIN_S)
-            remaining = max(1.0, args.shutdown_timeout - (time.monotonic() - started))
-            clean = shutdown_gateway(timeout=remaining) and clean
-            print("stopped" if clean else "stopped; some requests did not finish in time")
-    return 0
 
 
 if __name__ == "__main__":

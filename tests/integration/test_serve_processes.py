@@ -1,0 +1,126 @@
+"""serve.py --processes 2: one port, two server processes, restarts, and a clean stop."""
+
+import os
+import signal
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from ingestsite import embedded
+from serve import usable_cores
+
+pytestmark = pytest.mark.integration
+
+SHUTDOWN_TIMEOUT_S = 5
+WAIT_TIMEOUT_S = 30
+EVENTS = 20
+
+
+def healthz_pid(stack) -> int:
+    status, _, body = stack.request("GET", "/healthz", timeout=5)
+    assert status == 200, body
+    return body["process"]["pid"]
+
+
+def wait_for_server_pids(stack, *, count: int) -> set[int]:
+    """Ask /healthz on fresh connections until `count` different processes have answered."""
+    deadline = time.monotonic() + WAIT_TIMEOUT_S
+    seen = set()
+    while len(seen) < count:
+        assert time.monotonic() < deadline, f"only {seen} answered /healthz"
+        seen.add(healthz_pid(stack))
+        time.sleep(0.02)
+    return seen
+
+
+def proc_state(pid: int) -> tuple[str, int] | None:
+    """Return (state, parent pid) of a process from /proc, or None once it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return None
+    state, ppid = stat.rpartition(")")[2].split()[:2]
+    return state, int(ppid)
+
+
+def is_running(pid: int) -> bool:
+    state = proc_state(pid)
+    return state is not None and state[0] != "Z"
+
+
+def wait_until_dead(pids, *, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while any(is_running(pid) for pid in pids):
+        assert time.monotonic() < deadline, f"some of {pids} still run"
+        time.sleep(0.02)
+
+
+def post_events(stack, topic: str) -> set[str]:
+    ids = set()
+    for n in range(EVENTS):
+        status, _, body = stack.post_json(f"/api/v1/events/{topic}", {"n": n})
+        assert status == 202, body
+        ids.update(body["ids"])
+    return ids
+
+
+def wait_for_records(stack, topic: str, ids: set[str]) -> None:
+    deadline = time.monotonic() + WAIT_TIMEOUT_S
+    while not ids <= {record.event_id for record in stack.read_topic(topic, idle_timeout_s=1)}:
+        assert time.monotonic() < deadline, f"not every event of {topic} reached Kafka"
+        time.sleep(0.5)
+
+
+@pytest.fixture
+def stack(stack_factory):
+    stack = stack_factory()
+    stack.start_worker()
+    stack.start_server(
+        "--processes", "2", "--cpu-affinity", "--threads", "8",
+        "--shutdown-timeout", str(SHUTDOWN_TIMEOUT_S),
+    )  # fmt: skip
+    return stack
+
+
+def test_two_processes_share_the_port_survive_a_kill_and_stop_on_sigterm(stack):
+    supervisor = stack.server.pid
+    pids = wait_for_server_pids(stack, count=2)
+    assert supervisor not in pids
+    assert {proc_state(pid)[1] for pid in pids} == {supervisor}
+    affinities = [os.sched_getaffinity(pid) for pid in pids]
+    assert all(len(cores) == 1 for cores in affinities)
+    if len(usable_cores()) >= 2:
+        assert affinities[0] != affinities[1]
+
+    topic = f"procs-{uuid.uuid4().hex[:8]}"
+    wait_for_records(stack, topic, post_events(stack, topic))
+
+    victim, survivor = sorted(pids)
+    os.kill(victim, signal.SIGKILL)
+    wait_until_dead([victim], timeout=5)
+    # Every request meanwhile is answered (by the survivor) until the replacement answers too.
+    pids = wait_for_server_pids(stack, count=2)
+    assert victim not in pids and survivor in pids
+    (replacement,) = pids - {survivor}
+    assert proc_state(replacement)[1] == supervisor
+    topic = f"procs-after-{uuid.uuid4().hex[:8]}"
+    wait_for_records(stack, topic, post_events(stack, topic))
+
+    started = time.monotonic()
+    stack.server.send_signal(signal.SIGTERM)
+    assert stack.server.wait(timeout=SHUTDOWN_TIMEOUT_S) == 0
+    assert time.monotonic() - started < SHUTDOWN_TIMEOUT_S
+    assert [proc_state(pid) for pid in pids] == [None, None]
+    assert not embedded.is_listening("127.0.0.1", stack.port)
+
+
+def test_server_processes_stop_when_the_supervisor_is_killed(stack_factory):
+    stack = stack_factory()
+    stack.start_server("--processes", "2", "--shutdown-timeout", str(SHUTDOWN_TIMEOUT_S))
+    pids = wait_for_server_pids(stack, count=2)
+    stack.server.kill()
+    stack.server.wait(timeout=5)
+    wait_until_dead(pids, timeout=SHUTDOWN_TIMEOUT_S + 2)
+    assert not embedded.is_listening("127.0.0.1", stack.port)

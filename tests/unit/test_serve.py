@@ -1,0 +1,114 @@
+"""serve.py's configuration: flags, environment variables, validation and the child command."""
+
+import socket
+import time
+
+import pytest
+
+import serve
+
+
+@pytest.fixture(autouse=True)
+def no_serve_environment(monkeypatch):
+    for option in serve.OPTIONS:
+        monkeypatch.delenv(option.env, raising=False)
+
+
+def parse_error(capsys, argv) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        serve.parse_args(argv)
+    assert exit_info.value.code == 2
+    return capsys.readouterr().err
+
+
+def test_defaults_run_one_process_per_usable_core_without_pinning():
+    args = serve.parse_args([])
+    assert args.processes == len(serve.usable_cores()) >= 1
+    assert args.cpu_affinity is False
+    assert args.address == ("127.0.0.1", 8000)
+    assert args.child is None
+
+
+def test_environment_sets_defaults_and_flags_override_them(monkeypatch):
+    monkeypatch.setenv("SERVE_PROCESSES", "3")
+    monkeypatch.setenv("SERVE_CPU_AFFINITY", "yes")
+    monkeypatch.setenv("SERVE_SHUTDOWN_TIMEOUT", "2.5")
+    args = serve.parse_args([])
+    assert (args.processes, args.cpu_affinity, args.shutdown_timeout) == (3, True, 2.5)
+    args = serve.parse_args(["--processes", "1", "--no-cpu-affinity"])
+    assert (args.processes, args.cpu_affinity) == (1, False)
+
+
+@pytest.mark.parametrize(
+    ("env", "value", "message"),
+    [
+        ("SERVE_PROCESSES", "two", "SERVE_PROCESSES='two' is not a valid int"),
+        ("SERVE_CPU_AFFINITY", "maybe", "SERVE_CPU_AFFINITY='maybe' is not a valid boolean"),
+        ("SERVE_TIMEOUT", "soon", "SERVE_TIMEOUT='soon' is not a valid float"),
+    ],
+)
+def test_a_malformed_environment_variable_is_named(monkeypatch, capsys, env, value, message):
+    monkeypatch.setenv(env, value)
+    assert message in parse_error(capsys, [])
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--processes", "0"], "--processes must be at least 1"),
+        (["--processes", "-2"], "--processes must be at least 1"),
+        (["--threads", "0"], "--threads must be at least 1"),
+        (["--timeout", "0"], "--timeout must be positive"),
+        (["--shutdown-timeout", "-1"], "--shutdown-timeout must not be negative"),
+        (["--accepted-queue-size", "0"], "--accepted-queue-size must be at least 1"),
+        (["--bind", "8000"], "--bind must be host:port, got '8000'"),
+        (["--bind", "127.0.0.1:99999"], "--bind must be host:port"),
+        (["--processes", "2", "--bind", "127.0.0.1:0"], "needs a port other than 0"),
+        (["--processes", "many"], "invalid int value: 'many'"),
+    ],
+)
+def test_bad_flags_give_a_clear_error(capsys, argv, message):
+    assert message in parse_error(capsys, argv)
+
+
+def test_one_process_may_listen_on_an_ephemeral_port():
+    assert serve.parse_args(["--processes", "1", "--bind", "127.0.0.1:0"]).address[1] == 0
+
+
+def test_a_child_command_carries_the_effective_configuration(monkeypatch):
+    monkeypatch.setenv("SERVE_THREADS", "7")
+    args = serve.parse_args(["--processes", "3", "--cpu-affinity", "--bind", "[::1]:9000"])
+    command = serve.child_command(args, 2)
+    assert command[1].endswith("serve.py")
+    assert command[2:4] == ["--child", "2"]
+
+    monkeypatch.setenv("SERVE_THREADS", "99")  # a child must not depend on the environment
+    child = serve.parse_args(command[2:])
+    assert child.child == 2
+    for option in serve.OPTIONS:
+        assert getattr(child, option.dest) == getattr(args, option.dest), option.flag
+    assert child.address == ("::1", 9000)
+    assert "--no-cpu-affinity" in serve.child_command(serve.parse_args([]), 0)
+
+
+def test_restarts_back_off_while_a_child_keeps_dying_young():
+    delays = [serve.restart_delay(quick_exits) for quick_exits in range(12)]
+    assert delays[0] == serve.RESTART_BACKOFF_BASE_S
+    assert delays == sorted(delays)
+    assert delays[-1] == serve.RESTART_BACKOFF_MAX_S
+
+
+def test_a_port_in_use_is_reported_before_any_child_starts():
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        problem = serve.port_problem(listener.getsockname())
+    assert problem == "something already listens there"
+
+
+def test_stop_server_gives_up_on_a_server_that_never_stops():
+    class Stuck:
+        def stop(self):
+            time.sleep(5)
+
+    assert serve.stop_server(Stuck(), timeout=0.2) is False
