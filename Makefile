@@ -22,3 +22,16 @@ lint: $(BIN)/.installed
 
 test: $(BIN)/.installed services lint
 	$(BIN)/python -m pytest
+
+# Benchmarks run in a virtualenv of their own (bench/requirements.txt: gunicorn, gevent, ...),
+# so the comparison servers never land in the service's .venv. docs/BENCHMARKS.md explains.
+BENCH_BIN := bench/.venv/bin
+$(BENCH_BIN)/.installed: requirements.txt bench/requirements.txt bench/requirements-uwsgi.txt
+	test -x $(BENCH_BIN)/python || $(PYTHON) -m venv bench/.venv
+	$(BENCH_BIN)/python -m pip install --quiet --disable-pip-version-check -r bench/requirements.txt
+	$(BENCH_BIN)/python -m pip install --quiet --disable-pip-version-check \
+		-r bench/requirements-uwsgi.txt || echo "bench: uWSGI did not build; it is skipped"
+	touch $@
+
+bench: $(BENCH_BIN)/.installed services
+	$(BENCH_BIN)/python -m bench.run $(BENCH_ARGS)

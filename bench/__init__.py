@@ -1,0 +1,1 @@
+"""Benchmark command (python -m bench.run) and the comparison designs it measures."""

@@ -1,0 +1,272 @@
+"""Drive load: wrk in short slices (closed loop) and an open-loop generator at a fixed rate."""
+
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+WRK_SCRIPT = Path(__file__).resolve().parent / "wrk" / "load.lua"
+WRK_THREADS = 2
+WRK_EXTRA_WAIT_S = 30.0
+
+
+@dataclass
+class Slice:
+    """One wrk run of a few seconds: exact counts and wrk's exact latency percentiles."""
+
+    started_s: float  # since the start of the benchmark
+    duration_s: float
+    requests: int
+    statuses: dict[int, int]
+    socket_errors: dict[str, int]
+    percentiles: list[tuple[float, float]]  # (percentile, milliseconds)
+    min_ms: float
+    max_ms: float
+    mean_ms: float
+    apdex_le_t: float  # fraction of answers within T
+    apdex_le_4t: float
+    accepted_events: int
+    ids_file: str
+    load_average: float
+
+    @property
+    def ok(self) -> int:
+        return sum(count for status, count in self.statuses.items() if 200 <= status < 300)
+
+    def as_json(self) -> dict:
+        return {**self.__dict__, "statuses": {str(k): v for k, v in self.statuses.items()}}
+
+
+def ensure_wrk() -> str:
+    """Return the wrk binary, installing Debian's package if it is missing."""
+    found = shutil.which("wrk")
+    if found:
+        return found
+    print("wrk is missing: apt-get install -y wrk", flush=True)
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "install", "-y", "-q", "wrk"], check=True, env=env)
+    return shutil.which("wrk") or "wrk"
+
+
+def wrk_version(binary: str) -> str:
+    completed = subprocess.run([binary, "-v"], capture_output=True, text=True, check=False)
+    return (completed.stdout + completed.stderr).strip().splitlines()[0]
+
+
+def run_wrk_slice(
+    *,
+    binary: str,
+    base_url: str,
+    path: str,
+    mode: str,
+    connections: int,
+    seconds: int,
+    prefix: str,
+    ids_file: Path,
+    apdex_ms: float,
+    timeout_s: float,
+    started_s: float,
+    api_key: str | None,
+) -> Slice:
+    ids_file.parent.mkdir(parents=True, exist_ok=True)
+    command = [
+        binary,
+        "-t", str(min(WRK_THREADS, connections)),
+        "-c", str(connections),
+        "-d", f"{seconds}s",
+        "--timeout", f"{timeout_s:g}s",
+        "-s", str(WRK_SCRIPT),
+        base_url,
+        "--", mode, prefix, path, str(ids_file), str(int(apdex_ms * 1000)),
+        api_key or "",
+    ]  # fmt: skip
+    completed = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=seconds + timeout_s + WRK_EXTRA_WAIT_S,
+        check=False,
+    )
+    if completed.returncode != 0 or "BENCH requests" not in completed.stdout:
+        raise RuntimeError(
+            f"wrk failed ({completed.returncode}): {completed.stderr.strip()[-500:]}"
+            f" {completed.stdout.strip()[-500:]}"
+        )
+    values: dict[str, list[str]] = {}
+    percentiles = []
+    statuses = {}
+    for line in completed.stdout.splitlines():
+        if not line.startswith("BENCH "):
+            continue
+        _, name, *rest = line.split()
+        if name == "pct":
+            percentiles.append((float(rest[0]), int(rest[1]) / 1000))
+        elif name == "status":
+            statuses[int(rest[0])] = int(rest[1])
+        else:
+            values[name] = rest
+    with ids_file.open() as ids:
+        accepted_events = sum(1 for _ in ids)
+    connect, read, write, timeout = (int(value) for value in values["socket_errors"])
+    return Slice(
+        started_s=started_s,
+        duration_s=int(values["duration_us"][0]) / 1e6,
+        requests=int(values["requests"][0]),
+        statuses=statuses,
+        socket_errors={"connect": connect, "read": read, "write": write, "timeout": timeout},
+        percentiles=percentiles,
+        min_ms=int(values["latency_min_us"][0]) / 1000,
+        max_ms=int(values["latency_max_us"][0]) / 1000,
+        mean_ms=float(values["latency_mean_us"][0]) / 1000,
+        apdex_le_t=float(values["apdex_le_t"][0]),
+        apdex_le_4t=float(values["apdex_le_4t"][0]),
+        accepted_events=accepted_events,
+        ids_file=str(ids_file),
+        load_average=os.getloadavg()[0],
+    )
+
+
+# --- open loop -----------------------------------------------------------------------------
+
+
+@dataclass
+class OpenLoopRun:
+    """Every request of a fixed-rate run; latency counts from the intended send time."""
+
+    rate: float
+    seconds: float
+    connections: int
+    intended_s: list[float] = field(default_factory=list)  # offset from the start
+    latency_ms: list[float] = field(default_factory=list)  # from the intended send time
+    service_ms: list[float] = field(default_factory=list)  # from the actual send
+    statuses: list[int] = field(default_factory=list)  # 0: connection error, -1: timeout
+    accepted_ids: list[str] = field(default_factory=list)
+    late_sends: int = 0  # requests that waited for a free connection
+    wall_s: float = 0.0  # until the last answer arrived
+
+
+def single_event(event_id: str, n: int) -> bytes:
+    """The same ~200-byte event as bench/wrk/load.lua sends."""
+    return (
+        f'{{"id":"{event_id}","key":"user-{n % 97}","type":"page_view",'
+        '"page":"/products/shoes/item-1234","ref":"/search?q=run","ts":1764316800123,'
+        '"ua":"Mozilla/5.0 (X11; Linux x86_64)","props":{"ab":"B"}}'
+    ).encode()
+
+
+async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes, bool]:
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    length, close = None, False
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        name = name.strip().lower()
+        if name == "content-length":
+            length = int(value)
+        elif name == "connection" and value.strip().lower() == "close":
+            close = True
+    body = await reader.readexactly(length) if length is not None else await reader.read()
+    return status, body, close or length is None
+
+
+async def _open_loop(
+    run: OpenLoopRun,
+    *,
+    host: str,
+    port: int,
+    path: str,
+    prefix: str,
+    timeout_s: float,
+    api_key: str | None,
+) -> None:
+    loop = asyncio.get_running_loop()
+    key_header = f"X-Api-Key: {api_key}\r\n" if api_key else ""
+    queue: asyncio.Queue = asyncio.Queue()
+    idle = [run.connections]
+
+    async def connection_worker() -> None:
+        reader = writer = None
+        while (job := await queue.get()) is not None:
+            intended, body = job
+            if loop.time() - intended > 0.001:
+                run.late_sends += 1
+            idle[0] -= 1
+            status, sent = 0, loop.time()
+            try:
+                if writer is None:
+                    reader, writer = await asyncio.open_connection(host, port)
+                sent = loop.time()
+                head = (
+                    f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\n{key_header}"
+                    f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+                )
+                writer.write(head.encode() + body)
+                status, payload, close = await asyncio.wait_for(_read_response(reader), timeout_s)
+                if 200 <= status < 300:
+                    run.accepted_ids.extend(json.loads(payload)["ids"])
+            except TimeoutError:
+                status, close = -1, True
+            except (OSError, asyncio.IncompleteReadError, ValueError):
+                status, close = 0, True
+            done = loop.time()
+            idle[0] += 1
+            if close and writer is not None:
+                writer.close()
+                reader = writer = None
+            run.intended_s.append(intended - start)
+            run.latency_ms.append((done - intended) * 1000)
+            run.service_ms.append((done - sent) * 1000)
+            run.statuses.append(status)
+        if writer is not None:
+            writer.close()
+
+    start = loop.time() + 0.1
+    workers = [asyncio.create_task(connection_worker()) for _ in range(run.connections)]
+    total = int(run.rate * run.seconds)
+    sent = 0
+    while sent < total:
+        now = loop.time()
+        due = min(total, int((now - start) * run.rate) + 1)
+        while sent < due:
+            event_id = f"{prefix}-{sent}"
+            queue.put_nowait((start + sent / run.rate, single_event(event_id, sent)))
+            sent += 1
+        await asyncio.sleep(max(0.0, start + sent / run.rate - loop.time()))
+    for _ in workers:
+        queue.put_nowait(None)
+    await asyncio.gather(*workers)
+
+
+def run_open_loop(
+    *,
+    host: str,
+    port: int,
+    path: str,
+    rate: float,
+    seconds: float,
+    connections: int,
+    prefix: str,
+    timeout_s: float,
+    api_key: str | None,
+) -> OpenLoopRun:
+    """Send single-event POSTs at `rate` per second whatever the answers take."""
+    run = OpenLoopRun(rate=rate, seconds=seconds, connections=connections)
+    started = time.monotonic()
+    asyncio.run(
+        _open_loop(
+            run,
+            host=host,
+            port=port,
+            path=path,
+            prefix=prefix,
+            timeout_s=timeout_s,
+            api_key=api_key,
+        )
+    )
+    run.wall_s = time.monotonic() - started
+    return run

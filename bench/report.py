@@ -1,0 +1,612 @@
+"""Ratios, targets and a self-contained HTML report (inline SVG charts, no script, no network)."""
+
+import math
+from html import escape
+
+COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
+TARGET_SINGLE_OK_PER_S = 3000
+TARGET_P99_MS = 100
+TARGET_VS_DELAY = 3.0
+TARGET_VS_BARE = 0.8
+TARGET_BATCH_EVENTS_PER_S = 25_000
+
+
+def _summary(results: dict, variant: str, scenario: str) -> dict | None:
+    for cell in results["cells"]:
+        if cell["variant"] == variant and cell["scenario"] == scenario:
+            return cell["summary"]
+    return None
+
+
+def _rate(cell_summary: dict, kind: str) -> float:
+    return cell_summary["events_per_s"] if kind == "batch" else cell_summary["ok_per_s"]
+
+
+def comparisons(results: dict) -> list[dict]:
+    """Every other variant against the gateway's defaults on the same scenario, same run."""
+    rows = []
+    for cell in results["cells"]:
+        if cell["variant"] == "ours":
+            continue
+        ours = _summary(results, "ours", cell["scenario"])
+        if ours is None:
+            continue
+        theirs = cell["summary"]
+        ours_rate, their_rate = _rate(ours, cell["kind"]), _rate(theirs, cell["kind"])
+        rows.append(
+            {
+                "variant": cell["variant"],
+                "label": cell["label"],
+                "group": cell["group"],
+                "scenario": cell["scenario"],
+                "unit": "events/s" if cell["kind"] == "batch" else "2xx req/s",
+                "rate": their_rate,
+                "ours_rate": ours_rate,
+                "ours_over_variant": ours_rate / their_rate if their_rate else None,
+                "variant_over_ours": their_rate / ours_rate if ours_rate else None,
+                "p99_ms": theirs["percentiles_ms"]["99"],
+                "ours_p99_ms": ours["percentiles_ms"]["99"],
+                "end_to_end_events_per_s": theirs.get("end_to_end_events_per_s"),
+                "ours_end_to_end_events_per_s": ours.get("end_to_end_events_per_s"),
+            }
+        )
+    return rows
+
+
+def targets(results: dict) -> list[dict]:
+    """The issue's targets, judged on this run's figures (None: not measured in this run)."""
+    single = _summary(results, "ours", "single-200")
+    delay = _summary(results, "seed-delay", "single-200")
+    bare = _summary(results, "bare", "single-200")
+    batches = [_summary(results, "ours", name) for name in ("batch-50", "batch-200")]
+    batches = [summary for summary in batches if summary]
+    checks = [
+        cell.get("kafka")
+        for cell in results["cells"] + results["open_loop"]
+        if cell.get("kafka") is not None
+    ]
+
+    def target(text, value, met, shown):
+        return {"text": text, "value": shown if value is not None else "not measured", "met": met}
+
+    rows = [
+        target(
+            f"durable single-event POST >= {TARGET_SINGLE_OK_PER_S:,} req/s at 200 connections",
+            single,
+            single and single["ok_per_s"] >= TARGET_SINGLE_OK_PER_S,
+            single and f"{single['ok_per_s']:,.0f} 2xx req/s",
+        ),
+        target(
+            f"p99 <= {TARGET_P99_MS} ms at 200 connections (closed loop)",
+            single,
+            single and single["percentiles_ms"]["99"] <= TARGET_P99_MS,
+            single and f"{single['percentiles_ms']['99']:.1f} ms",
+        ),
+    ]
+    ratio = single and delay and delay["ok_per_s"] and single["ok_per_s"] / delay["ok_per_s"]
+    rows.append(
+        target(
+            f">= {TARGET_VS_DELAY:g}x the delay()-per-request design (single-200, same run)",
+            ratio,
+            ratio and ratio >= TARGET_VS_DELAY,
+            ratio and f"{ratio:.2f}x",
+        )
+    )
+    ratio = single and bare and bare["ok_per_s"] and single["ok_per_s"] / bare["ok_per_s"]
+    rows.append(
+        target(
+            f">= {TARGET_VS_BARE:.0%} of a bare Django view under the same serve.py settings",
+            ratio,
+            ratio and ratio >= TARGET_VS_BARE,
+            ratio and f"{ratio:.0%}",
+        )
+    )
+    best = max(batches, key=lambda summary: summary["events_per_s"]) if batches else None
+    rows.append(
+        target(
+            f"batch POST >= {TARGET_BATCH_EVENTS_PER_S:,} events/s with kafka-python (accepted)",
+            best,
+            best and best["events_per_s"] >= TARGET_BATCH_EVENTS_PER_S,
+            best
+            and f"{best['events_per_s']:,.0f} events/s accepted; "
+            f"{best.get('end_to_end_events_per_s') or 0:,.0f} events/s counting the queue drain",
+        )
+    )
+    found = sum(check["found"] for check in checks)
+    expected = sum(check["expected"] for check in checks)
+    rows.append(
+        target(
+            "every accepted event id is found in Kafka afterwards",
+            checks or None,
+            bool(checks) and found == expected,
+            f"{found:,} of {expected:,} found",
+        )
+    )
+    for row in rows:
+        row["met"] = None if row["value"] == "not measured" else bool(row["met"])
+    return rows
+
+
+# --- SVG charts -----------------------------------------------------------------------------
+
+
+def _nice_ceiling(value: float) -> float:
+    if value <= 0:
+        return 1.0
+    magnitude = 10 ** math.floor(math.log10(value))
+    for step in (1, 2, 2.5, 5, 10):
+        if value <= step * magnitude:
+            return step * magnitude
+    return 10 * magnitude
+
+
+def _fmt(value: float) -> str:
+    if value >= 10_000:
+        return f"{value / 1000:.0f}k"
+    if value >= 1000:
+        return f"{value / 1000:.1f}k"
+    if value >= 10 or value == 0:
+        return f"{value:.0f}"
+    return f"{value:.2g}"
+
+
+def line_chart(title: str, series: list[tuple[str, list]], *, x_label: str, y_label: str) -> str:
+    """An inline SVG line chart of (x, y) points per named series."""
+    width, height, left, right, top, bottom = 440, 230, 52, 12, 26, 40
+    points = [(x, y) for _, data in series for x, y in data if y is not None]
+    if not points:
+        return f"<div class='chart empty'>{escape(title)}: no data</div>"
+    x_max = max(x for x, _ in points) or 1
+    y_max = _nice_ceiling(max(y for _, y in points))
+    plot_w, plot_h = width - left - right, height - top - bottom
+
+    def sx(x):
+        return left + plot_w * x / x_max
+
+    def sy(y):
+        return top + plot_h * (1 - y / y_max)
+
+    parts = [
+        f"<svg class='chart' viewBox='0 0 {width} {height}' width='{width}' height='{height}'"
+        " xmlns='http://www.w3.org/2000/svg' font-family='sans-serif' font-size='10'>",
+        f"<text x='{left}' y='14' font-size='12' font-weight='bold'>{escape(title)}</text>",
+    ]
+    for i in range(5):
+        y = y_max * i / 4
+        parts.append(
+            f"<line x1='{left}' x2='{width - right}' y1='{sy(y):.1f}' y2='{sy(y):.1f}'"
+            " stroke='#ddd'/>"
+            f"<text x='{left - 4}' y='{sy(y) + 3:.1f}' text-anchor='end'>{_fmt(y)}</text>"
+        )
+    for i in range(5):
+        x = x_max * i / 4
+        parts.append(
+            f"<text x='{sx(x):.1f}' y='{height - bottom + 14}' text-anchor='middle'>"
+            f"{_fmt(x)}</text>"
+        )
+    parts.append(
+        f"<text x='{left + plot_w / 2}' y='{height - 6}' text-anchor='middle'>"
+        f"{escape(x_label)}</text>"
+        f"<text x='12' y='{top + plot_h / 2}' text-anchor='middle' "
+        f"transform='rotate(-90 12 {top + plot_h / 2})'>{escape(y_label)}</text>"
+    )
+    legend_x = left + 4
+    for index, (name, data) in enumerate(series):
+        color = COLORS[index % len(COLORS)]
+        path = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in data if y is not None)
+        parts.append(f"<polyline fill='none' stroke='{color}' stroke-width='1.6' points='{path}'/>")
+        if len(data) == 1:
+            x, y = data[0]
+            parts.append(f"<circle cx='{sx(x):.1f}' cy='{sy(y):.1f}' r='3' fill='{color}'/>")
+        parts.append(
+            f"<rect x='{legend_x}' y='{top + 2}' width='10' height='3' fill='{color}'/>"
+            f"<text x='{legend_x + 13}' y='{top + 7}'>{escape(name)}</text>"
+        )
+        legend_x += 18 + 6 * len(name)
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def histogram_chart(title: str, bins: list[dict]) -> str:
+    """An inline SVG bar chart of shares of answers in log-spaced latency bins."""
+    width, height, left, right, top, bottom = 440, 230, 52, 12, 26, 40
+    if not bins:
+        return f"<div class='chart empty'>{escape(title)}: no data</div>"
+    plot_w, plot_h = width - left - right, height - top - bottom
+    y_max = _nice_ceiling(max(b["share"] for b in bins) * 100)
+    bar_w = plot_w / len(bins)
+    parts = [
+        f"<svg class='chart' viewBox='0 0 {width} {height}' width='{width}' height='{height}'"
+        " xmlns='http://www.w3.org/2000/svg' font-family='sans-serif' font-size='10'>",
+        f"<text x='{left}' y='14' font-size='12' font-weight='bold'>{escape(title)}</text>",
+    ]
+    for i in range(5):
+        y = y_max * i / 4
+        py = top + plot_h * (1 - y / y_max)
+        parts.append(
+            f"<line x1='{left}' x2='{width - right}' y1='{py:.1f}' y2='{py:.1f}' stroke='#ddd'/>"
+            f"<text x='{left - 4}' y='{py + 3:.1f}' text-anchor='end'>{_fmt(y)}%</text>"
+        )
+    for index, b in enumerate(bins):
+        bar_h = plot_h * b["share"] * 100 / y_max
+        parts.append(
+            f"<rect x='{left + index * bar_w:.1f}' y='{top + plot_h - bar_h:.1f}' "
+            f"width='{max(1.0, bar_w - 1):.1f}' height='{bar_h:.1f}' fill='{COLORS[0]}'>"
+            f"<title>{b['from_ms']:.2f}-{b['to_ms']:.2f} ms: {b['share']:.2%}</title></rect>"
+        )
+    for index in range(0, len(bins) + 1, max(1, len(bins) // 5)):
+        edge = bins[min(index, len(bins) - 1)]["from_ms" if index < len(bins) else "to_ms"]
+        parts.append(
+            f"<text x='{left + index * bar_w:.1f}' y='{height - bottom + 14}' "
+            f"text-anchor='middle'>{edge:.3g}</text>"
+        )
+    parts.append(
+        f"<text x='{left + plot_w / 2}' y='{height - 6}' text-anchor='middle'>"
+        "response time, ms (log scale)</text>"
+        f"<text x='12' y='{top + plot_h / 2}' text-anchor='middle' "
+        f"transform='rotate(-90 12 {top + plot_h / 2})'>share of answers</text></svg>"
+    )
+    return "".join(parts)
+
+
+# --- HTML -----------------------------------------------------------------------------------
+
+STYLE = """
+body{font-family:sans-serif;margin:24px;color:#222;max-width:1400px}
+table{border-collapse:collapse;margin:8px 0 16px;font-size:13px}
+th,td{border:1px solid #ccc;padding:3px 7px;text-align:right}
+th{background:#f3f3f3} td.l,th.l{text-align:left}
+.met{background:#e4f6e4}.unmet{background:#fbe3e3}.na{background:#f3f3f3}
+.warn{background:#fff4d6;border:1px solid #e6c200;padding:8px 12px}
+.charts{display:flex;flex-wrap:wrap;gap:8px} .chart{border:1px solid #eee}
+details{margin:6px 0} summary{cursor:pointer;font-weight:bold}
+code{background:#f3f3f3;padding:1px 4px}
+"""
+
+
+def _table(headers: list[str], rows: list[list], left_columns: int = 1) -> str:
+    head = "".join(
+        f"<th class='{'l' if i < left_columns else ''}'>{escape(h)}</th>"
+        for i, h in enumerate(headers)
+    )
+    body = []
+    for row in rows:
+        css = ""
+        if row and isinstance(row[0], tuple):
+            css, row = row[0][0], [row[0][1], *row[1:]]
+        cells = "".join(
+            f"<td class='{'l' if i < left_columns else ''}'>{value}</td>"
+            for i, value in enumerate(row)
+        )
+        body.append(f"<tr class='{css}'>{cells}</tr>")
+    return f"<table><tr>{head}</tr>{''.join(body)}</table>"
+
+
+def _ms(value) -> str:
+    return "" if value is None else f"{value:.1f}"
+
+
+def _statuses(summary: dict) -> str:
+    parts = [f"{status}: {count:,}" for status, count in summary["statuses"].items()]
+    parts += [
+        f"{kind}: {count:,}" for kind, count in summary.get("socket_errors", {}).items() if count
+    ]
+    return escape(", ".join(parts))
+
+
+def _kafka(item: dict) -> str:
+    kafka = item.get("kafka")
+    if kafka is None:
+        return "n/a"
+    mark = "" if kafka["found"] == kafka["expected"] else " MISSING"
+    return f"{kafka['found']:,}/{kafka['expected']:,}{mark}" + (
+        f" ({kafka['duplicates']} dup)" if kafka["duplicates"] else ""
+    )
+
+
+def _cell_rows(cells: list[dict]) -> list[list]:
+    rows = []
+    for cell in cells:
+        s = cell["summary"]
+        p = s["percentiles_ms"]
+        drains = [d for d in cell.get("drain_s", []) if d is not None]
+        undrained = len(cell.get("drain_s", [])) - len(drains)
+        rows.append(
+            [
+                escape(cell["variant"]),
+                escape(cell["scenario"]),
+                f"{s['ok_per_s']:,.0f}",
+                f"{s['events_per_s']:,.0f}",
+                _ms(p["50"]),
+                _ms(p["90"]),
+                _ms(p["95"]),
+                _ms(p["99"]),
+                _ms(s["max_ms"]),
+                f"{s['apdex']:.3f}",
+                _statuses(s),
+                (f"{max(drains):.1f}" if drains else "")
+                + (f" ({undrained} did not drain)" if undrained else ""),
+                _kafka(cell),
+            ]
+        )
+    return rows
+
+
+CELL_HEADERS = [
+    "variant", "scenario", "2xx req/s", "events/s", "p50 ms", "p90 ms", "p95 ms", "p99 ms",
+    "max ms", "APDEX", "answers by status / socket errors", "queue drain s (max)",
+    "Kafka found/accepted",
+]  # fmt: skip
+
+
+def _cell_charts(cell: dict) -> str:
+    s = cell["summary"]
+    series = s["series"]
+    throughput = [("2xx req/s", [(p["t_s"], p["ok_per_s"]) for p in series])]
+    if cell["kind"] == "batch":
+        throughput = [("events/s", [(p["t_s"], p["events_per_s"]) for p in series])]
+    latency = [
+        (name, [(p["t_s"], p[f"{name}_ms"]) for p in series])
+        for name in ("p50", "p90", "p99", "max")
+    ]
+    return (
+        "<div class='charts'>"
+        + line_chart("throughput over time", throughput, x_label="s of load", y_label="per s")
+        + line_chart("latency over time", latency, x_label="s of load", y_label="ms")
+        + histogram_chart("response-time distribution", s["histogram"])
+        + "</div>"
+    )
+
+
+def render(results: dict) -> str:
+    run, machine = results["run"], results["machine"]
+    cells = results["cells"]
+    out = [
+        "<!doctype html><html><head><meta charset='utf-8'>",
+        f"<title>Ingest gateway benchmark {escape(run['started_at'])}</title>",
+        f"<style>{STYLE}</style></head><body>",
+        "<h1>Ingest gateway benchmark</h1>",
+        f"<p>Started {escape(run['started_at'])}, finished {escape(run['finished_at'])}. "
+        f"Command: <code>{escape(run['command'])}</code> (from the repository root, in the "
+        "bench virtualenv; <code>make bench</code> runs it). "
+        f"Commit {escape(machine['git_commit'])}"
+        f"{' with uncommitted changes to the gateway' if machine['git_dirty'] else ''}.</p>",
+    ]
+    busy = machine["cpu_busy_before_start"]
+    if run["quick"] or busy > 0.15 or machine["load_average_at_start"][0] > 1:
+        out.append(
+            "<p class='warn'>"
+            + ("<b>Quick run</b>: too short for conclusions. " if run["quick"] else "")
+            + f"The machine was not quiet: {busy:.0%} of its CPU was busy in the second before "
+            f"the run, load average {machine['load_average_at_start'][0]:.1f} at start and "
+            f"{machine['load_average_at_end'][0]:.1f} at the end. Other processes share these "
+            f"{machine['cpus']} cores, so absolute figures are low and noisy; ratios measured "
+            "in the same interleaved run are more telling.</p>"
+        )
+    out.append("<h2>Targets (this run)</h2>")
+    out.append(
+        _table(
+            ["target", "measured", "met"],
+            [
+                [
+                    (
+                        "na" if t["met"] is None else "met" if t["met"] else "unmet",
+                        escape(t["text"]),
+                    ),
+                    escape(str(t["value"])),
+                    "n/a" if t["met"] is None else "yes" if t["met"] else "no",
+                ]
+                for t in results["targets"]
+            ],
+        )
+    )
+    out.append(_method(results))
+    out.append("<h2>All scenarios</h2>")
+    out.append(_table(CELL_HEADERS, _cell_rows(cells), left_columns=2))
+    out.append(_comparison_section(results))
+    out.append(_open_loop_section(results))
+    out.append("<h2>Per scenario</h2>")
+    for cell in cells:
+        is_ours = cell["variant"] == "ours"
+        out.append(
+            f"<details{' open' if is_ours else ''}><summary>{escape(cell['variant'])} / "
+            f"{escape(cell['scenario'])}: {escape(cell['label'])}</summary>"
+            + _table(CELL_HEADERS, _cell_rows([cell]), left_columns=2)
+            + _cell_charts(cell)
+            + "</details>"
+        )
+    out.append(_environment(results))
+    out.append("</body></html>")
+    return "\n".join(out)
+
+
+def _method(results: dict) -> str:
+    run = results["run"]
+    return f"""
+<h2>Method</h2>
+<ul>
+<li><b>Closed loop</b> for every scenario table and chart except the fixed-rate section: wrk
+keeps N connections busy and each sends its next request only when the previous answer arrived,
+so its latency is service time and hides queueing a real open population of clients would see
+(coordinated omission). wrk runs on the same {results["machine"]["cpus"]} cores as the server and
+takes part of them.</li>
+<li><b>Fixed rate (open loop)</b>: a Python asyncio generator sends single-event POSTs at
+{run["fixed_rate"]:.0f}/s on up to {run["fixed_connections"]} connections whatever the answers
+take; latency counts from each request's <i>intended</i> send time, so a stall shows up in full.
+</li>
+<li>Scenarios: <code>GET /api/v1/show/?q=1</code> (the seed's tiny tracking-pixel query; the
+gateway gives the event its id), a single-event POST of about 200 bytes, a batch POST of 100 such
+events (about 20 kB); each at 50 and 200 connections; ack level <code>durable</code> (the
+default: 202 only after RabbitMQ confirmed the batch).</li>
+<li>Every variant runs at once on services of the bench's own (one Tansu, a PostgreSQL database
+and a RabbitMQ queue per variant, {run["worker_processes"]} Celery worker process(es) x
+{run["worker_threads"]} threads per variant that needs one) and waits idle while another is
+measured. Scenarios run in {run["rounds"]} round(s) of {run["seconds_per_round"]} s each; the
+order rotates every round so drift of the machine hits every variant alike. Each round of a
+scenario is cut into wrk runs of {run["slice_s"]} s: one point of the time series each (connections
+are re-opened between slices). After each round of a scenario the bench waits until the variant's
+queue is drained before the next, so the workers' catch-up never overlaps another measurement;
+the drain time is reported, and "end-to-end events/s" counts it.</li>
+<li>Percentiles of a scenario are merged from wrk's exact per-slice percentile tables (1 % steps,
+finer above p99) weighted by request counts; max is exact. The distribution chart is derived from
+the same tables. APDEX T = {run["apdex_ms"]:g} ms (satisfied &lt;= T, tolerating &lt;= 4T); every
+non-2xx answer and socket error counts as frustrated.</li>
+<li><b>Kafka check</b>: every event id is unique (wrk's Lua script numbers them per run, thread
+and request). The script records the ids the server listed in each 2xx answer, so the expected
+set is exactly what was accepted. After the load, the bench reads every topic back from the
+beginning (assign + seek_to_beginning) and counts accepted ids found and duplicated.</li>
+</ul>"""
+
+
+def _comparison_section(results: dict) -> str:
+    rows = []
+    for row in results["comparisons"]:
+        ratio = row["ours_over_variant"]
+        rows.append(
+            [
+                escape(row["variant"]),
+                escape(row["label"]),
+                escape(row["scenario"]),
+                f"{row['rate']:,.0f} {row['unit']}",
+                f"{row['ours_rate']:,.0f}",
+                "" if ratio is None else f"{ratio:.2f}x",
+                f"{row['variant_over_ours']:.0%}" if row["variant_over_ours"] is not None else "",
+                _ms(row["p99_ms"]),
+                _ms(row["ours_p99_ms"]),
+            ]
+        )
+    skipped = "".join(
+        f"<li><b>{escape(item['variant'])}</b> ({escape(item['label'])}): "
+        f"{escape(item['reason'])}</li>"
+        for item in results["skipped"]
+    )
+    return (
+        "<h2>Comparisons (same run, interleaved)</h2>"
+        "<p>Ratios use 2xx requests per second (events per second for batch scenarios).</p>"
+        + _table(
+            [
+                "variant",
+                "design / settings",
+                "scenario",
+                "variant rate",
+                "ours",
+                "ours / variant",
+                "variant / ours",
+                "variant p99 ms",
+                "ours p99 ms",
+            ],  # fmt: skip
+            rows,
+            left_columns=3,
+        )
+        + (f"<p>Not compared in this run:</p><ul>{skipped}</ul>" if skipped else "")
+    )
+
+
+def _open_loop_section(results: dict) -> str:
+    runs = results["open_loop"]
+    if not runs:
+        return "<h2>Fixed-rate runs</h2><p>None in this run.</p>"
+    rows, charts = [], []
+    for item in runs:
+        s = item["summary"]
+        p, service = s["percentiles_ms"], s["service_percentiles_ms"]
+        rows.append(
+            [
+                escape(item["variant"]),
+                str(item["round"]),
+                f"{s['rate']:.0f}",
+                f"{s['ok_per_s']:,.0f}",
+                _ms(p["50"]),
+                _ms(p["90"]),
+                _ms(p["95"]),
+                _ms(p["99"]),
+                _ms(s["max_ms"]),
+                _ms(service["99"]),
+                f"{s['apdex']:.3f}",
+                f"{s['late_sends']:,}",
+                escape(", ".join(f"{k}: {v:,}" for k, v in s["statuses"].items())),
+                _kafka(item),
+            ]
+        )
+        series = s["series"]
+        charts.append(
+            f"<details open><summary>{escape(item['variant'])} at {s['rate']:.0f}/s, round "
+            f"{item['round']}</summary><div class='charts'>"
+            + line_chart(
+                "throughput over time",
+                [
+                    ("sent/s", [(q["t_s"], q["sent_per_s"]) for q in series]),
+                    ("2xx/s", [(q["t_s"], q["ok_per_s"]) for q in series]),
+                ],
+                x_label="s",
+                y_label="per s",
+            )
+            + line_chart(
+                "latency from intended send time",
+                [
+                    (name, [(q["t_s"], q[f"{name}_ms"]) for q in series])
+                    for name in ("p50", "p90", "p99", "max")
+                ],
+                x_label="s (by intended send time)",
+                y_label="ms",
+            )
+            + histogram_chart("response-time distribution (exact)", s["histogram"])
+            + "</div></details>"
+        )
+    return (
+        "<h2>Fixed-rate runs (open loop; latency from the intended send time)</h2>"
+        + _table(
+            [
+                "variant",
+                "round",
+                "rate/s",
+                "2xx/s",
+                "p50 ms",
+                "p90 ms",
+                "p95 ms",
+                "p99 ms",
+                "max ms",
+                "p99 from actual send",
+                "APDEX",
+                "sends that waited for a connection",
+                "answers by status (0: connection error, -1: timeout)",
+                "Kafka found/accepted",
+            ],  # fmt: skip
+            rows,
+        )
+        + "".join(charts)
+    )
+
+
+def _environment(results: dict) -> str:
+    machine = results["machine"]
+    facts = [
+        ["CPU", escape(machine["cpu_model"])],
+        ["CPUs", str(machine["cpus"])],
+        ["memory", f"{machine['memory_gib']} GiB"],
+        ["OS / kernel", escape(f"{machine['os']} / {machine['kernel']}")],
+        ["Python", escape(f"{machine['python']} ({machine['python_executable']})")],
+        ["load generator", escape(machine["wrk"])],
+        [
+            "load average start / end",
+            f"{machine['load_average_at_start'][0]:.2f} / {machine['load_average_at_end'][0]:.2f}",
+        ],
+        ["CPU busy before start", f"{machine['cpu_busy_before_start']:.0%}"],
+    ]
+    facts += [[escape(name), escape(str(version))] for name, version in machine["packages"].items()]
+    variants = [
+        [
+            escape(v["name"]),
+            f"<code>{escape(v['command'])}</code>",
+            escape(v["settings"]),
+            escape(" ".join(f"{k}={val}" for k, val in v["env"].items())),
+            "yes" if v["worker"] else "no",
+        ]
+        for v in results["variants"]
+    ]
+    return (
+        "<h2>Machine and versions</h2>"
+        + _table(["", "value"], facts)
+        + "<h2>Variants</h2>"
+        + _table(["variant", "server command", "settings", "env", "Celery worker"], variants, 5)
+    )

