@@ -171,7 +171,6 @@ def start_stacks(variants, *, tansu: Tansu, out: Path, run_id: str, args) -> tup
         try:
             for _ in range(args.worker_processes if variant.uses_worker else 0):
                 stack.start_worker(concurrency=args.worker_threads)
-                stack.workers.append(stack.worker)
             stack.start_server_process()
         except Exception:
             stack.stop()
@@ -185,6 +184,8 @@ def start_stacks(variants, *, tansu: Tansu, out: Path, run_id: str, args) -> tup
                 stacks[variant.name] = future.result()
                 log(f"started {variant.name}: {variant.label}")
             except Exception as error:
+                if isinstance(error, subprocess.CalledProcessError):
+                    error = f"{shlex.join(error.cmd[1:3])}: {error.stderr.strip()[-300:]}"
                 log(f"could not start {variant.name}: {error}")
                 failed.append(
                     {"variant": variant.name, "label": variant.label, "reason": str(error)}
@@ -473,7 +474,8 @@ def main(argv=None) -> int:
         shutil.rmtree(out / "ids", ignore_errors=True)
     log(f"wrote {out / 'report.html'} and {out / 'results.json'}")
     for target in results["targets"]:
-        log(f"target {'met' if target['met'] else 'NOT met'}: {target['text']} ({target['value']})")
+        verdict = {True: "met", False: "NOT met", None: "n/a"}[target["met"]]
+        log(f"target {verdict}: {target['text']} ({target['value']})")
     return 0
 
 

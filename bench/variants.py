@@ -213,6 +213,20 @@ class BenchStack(Stack):
                 return None
             raise
 
+    def start_worker(self, *, concurrency: int = 4) -> subprocess.Popen:
+        """A Celery worker at Celery's default log level: INFO logs every task with its payload."""
+        self.worker = self._spawn(
+            [
+                sys.executable, "-m", "celery", "-A", "celery_app", "worker",
+                "--pool", "threads", "--concurrency", str(concurrency), "--loglevel", "WARNING",
+                "--without-gossip", "--without-mingle",
+                "--hostname", f"{self.queue}-{len(self.workers)}@%h",
+            ],
+            "worker.log",
+        )  # fmt: skip
+        self.workers.append(self.worker)
+        return self.worker
+
     def server_command(self) -> list[str]:
         variant, bind = self.variant, f"127.0.0.1:{self.port}"
         if variant.server == "serve":
