@@ -15,8 +15,10 @@ from django.core.exceptions import ImproperlyConfigured
 logger = logging.getLogger(__name__)
 
 CLIENT_ID = "ingest-gateway"
-# How long one poll() of librdkafka blocks while a thread waits for its delivery reports.
-CONFLUENT_POLL_INTERVAL_S = 0.05
+# Longest a poll() of librdkafka blocks, so its thread notices the producer closing.
+CONFLUENT_POLL_INTERVAL_S = 0.1
+# Pause before trying again to hand a record to librdkafka while its queue is full.
+CONFLUENT_QUEUE_FULL_PAUSE_S = 0.01
 
 
 class ProduceFailed(Exception):
@@ -128,7 +130,7 @@ class _DeliveryReports:
             self.done.set()
 
     def on_delivery(self, index: int, error, message) -> None:
-        with self._lock:  # several threads may be serving reports at once
+        with self._lock:  # the poller and a closing flush() may both serve reports
             if error is not None:
                 self.error = self.error or error
             else:
@@ -139,7 +141,7 @@ class _DeliveryReports:
 
 
 class ConfluentProducer:
-    """librdkafka through confluent-kafka; delivery reports are served by the waiting threads."""
+    """librdkafka through confluent-kafka; one thread of its own serves the delivery reports."""
 
     def __init__(self):
         from confluent_kafka import KafkaException
@@ -162,6 +164,17 @@ class ConfluentProducer:
             self._producer = RdKafkaProducer(config)
         except KafkaException as error:
             raise confluent_failure(error.args[0]) from error
+        # When the waiting threads poll themselves, one thread may serve another's report while
+        # that one sleeps in its own poll(); a single poller wakes each waiter at once instead.
+        self._closing = threading.Event()
+        self._poller = threading.Thread(
+            target=self._serve_delivery_reports, name="kafka-delivery-reports", daemon=True
+        )
+        self._poller.start()
+
+    def _serve_delivery_reports(self) -> None:
+        while not self._closing.is_set():
+            self._producer.poll(CONFLUENT_POLL_INTERVAL_S)
 
     @staticmethod
     def _on_client_error(error) -> None:
@@ -187,22 +200,19 @@ class ConfluentProducer:
                 )
         except KafkaException as error:
             raise confluent_failure(error.args[0]) from error
-        while not reports.done.is_set():
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise ProduceFailed(
-                    f"KafkaTimeoutError: {reports.missing} of {len(records)} records not "
-                    f"confirmed in {timeout:.1f}s",
-                    transient=True,
-                    replace_producer=False,
-                )
-            self._producer.poll(min(CONFLUENT_POLL_INTERVAL_S, remaining))
+        if not reports.done.wait(max(0.0, deadline - time.monotonic())):
+            raise ProduceFailed(
+                f"KafkaTimeoutError: {reports.missing} of {len(records)} records not "
+                f"confirmed in {timeout:.1f}s",
+                transient=True,
+                replace_producer=False,
+            )
         if reports.error is not None:
             raise confluent_failure(reports.error)
         return reports.offsets
 
     def _enqueue(self, *, deadline: float, **message) -> None:
-        """Hand one record to librdkafka, serving delivery reports while its queue is full."""
+        """Hand one record to librdkafka, waiting while its queue is full."""
         while True:
             try:
                 self._producer.produce(**message)
@@ -215,10 +225,13 @@ class ConfluentProducer:
                         transient=True,
                         replace_producer=False,
                     ) from None
-                self._producer.poll(min(CONFLUENT_POLL_INTERVAL_S, remaining))
+                time.sleep(min(CONFLUENT_QUEUE_FULL_PAUSE_S, remaining))
 
     def close(self, *, timeout: float) -> None:
-        left = self._producer.flush(timeout)
+        deadline = time.monotonic() + timeout
+        self._closing.set()
+        self._poller.join(timeout)
+        left = self._producer.flush(max(0.0, deadline - time.monotonic()))
         if left:
             logger.warning("%d records were not delivered before the producer closed", left)
 
