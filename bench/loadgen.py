@@ -1,4 +1,4 @@
-"""Drive load: wrk in short slices (closed loop) and an open-loop generator at a fixed rate."""
+"""Drive load: wrk with a Lua script (closed loop) and an open-loop generator at a fixed rate."""
 
 import asyncio
 import json
@@ -15,30 +15,36 @@ WRK_EXTRA_WAIT_S = 30.0
 
 
 @dataclass
-class Slice:
-    """One wrk run of a few seconds: exact counts and wrk's exact latency percentiles."""
+class WrkRun:
+    """One wrk run: wrk's exact totals and percentiles, plus every answer's time and latency."""
 
-    started_s: float  # since the start of the benchmark
+    offset_s: float  # when it started, in seconds since the start of the benchmark
     duration_s: float
     requests: int
     statuses: dict[int, int]
     socket_errors: dict[str, int]
-    percentiles: list[tuple[float, float]]  # (percentile, milliseconds)
+    percentiles: list[tuple[float, float]]  # (percentile, milliseconds), all answers
     min_ms: float
     max_ms: float
     mean_ms: float
-    apdex_le_t: float  # fraction of answers within T
-    apdex_le_4t: float
     accepted_events: int
     ids_file: str
     load_average: float
+    # One entry per answer: seconds since the run started, status, latency ms (None: unknown).
+    done_s: list[float] = field(default_factory=list, repr=False)
+    status_of: list[int] = field(default_factory=list, repr=False)
+    latency_ms: list[float | None] = field(default_factory=list, repr=False)
 
     @property
     def ok(self) -> int:
         return sum(count for status, count in self.statuses.items() if 200 <= status < 300)
 
     def as_json(self) -> dict:
-        return {**self.__dict__, "statuses": {str(k): v for k, v in self.statuses.items()}}
+        fields = {k: v for k, v in self.__dict__.items() if k not in SAMPLE_FIELDS}
+        return {**fields, "statuses": {str(k): v for k, v in self.statuses.items()}}
+
+
+SAMPLE_FIELDS = ("done_s", "status_of", "latency_ms")
 
 
 def ensure_wrk() -> str:
@@ -57,7 +63,7 @@ def wrk_version(binary: str) -> str:
     return (completed.stdout + completed.stderr).strip().splitlines()[0]
 
 
-def run_wrk_slice(
+def run_wrk(
     *,
     binary: str,
     base_url: str,
@@ -66,13 +72,12 @@ def run_wrk_slice(
     connections: int,
     seconds: int,
     prefix: str,
-    ids_file: Path,
-    apdex_ms: float,
+    out: Path,
     timeout_s: float,
-    started_s: float,
+    offset_s: float,
     api_key: str | None,
-) -> Slice:
-    ids_file.parent.mkdir(parents=True, exist_ok=True)
+) -> WrkRun:
+    out.parent.mkdir(parents=True, exist_ok=True)
     command = [
         binary,
         "-t", str(min(WRK_THREADS, connections)),
@@ -81,9 +86,10 @@ def run_wrk_slice(
         "--timeout", f"{timeout_s:g}s",
         "-s", str(WRK_SCRIPT),
         base_url,
-        "--", mode, prefix, path, str(ids_file), str(int(apdex_ms * 1000)),
+        "--", mode, prefix, path, str(out),
         api_key or "",
     ]  # fmt: skip
+    started_us = time.monotonic() * 1e6  # the script's clock is CLOCK_MONOTONIC too
     completed = subprocess.run(
         command,
         capture_output=True,
@@ -109,11 +115,19 @@ def run_wrk_slice(
             statuses[int(rest[0])] = int(rest[1])
         else:
             values[name] = rest
+    ids_file = out.with_name(out.name + ".ids")
     with ids_file.open() as ids:
         accepted_events = sum(1 for _ in ids)
+    done_s, status_of, latency_ms = [], [], []
+    with out.with_name(out.name + ".samples").open() as samples:
+        for line in samples:
+            done_us, status, latency_us = line.split()
+            done_s.append((int(done_us) - started_us) / 1e6)
+            status_of.append(int(status))
+            latency_ms.append(int(latency_us) / 1000 if latency_us != "-1" else None)
     connect, read, write, timeout = (int(value) for value in values["socket_errors"])
-    return Slice(
-        started_s=started_s,
+    return WrkRun(
+        offset_s=offset_s,
         duration_s=int(values["duration_us"][0]) / 1e6,
         requests=int(values["requests"][0]),
         statuses=statuses,
@@ -122,11 +136,12 @@ def run_wrk_slice(
         min_ms=int(values["latency_min_us"][0]) / 1000,
         max_ms=int(values["latency_max_us"][0]) / 1000,
         mean_ms=float(values["latency_mean_us"][0]) / 1000,
-        apdex_le_t=float(values["apdex_le_t"][0]),
-        apdex_le_4t=float(values["apdex_le_4t"][0]),
         accepted_events=accepted_events,
         ids_file=str(ids_file),
         load_average=os.getloadavg()[0],
+        done_s=done_s,
+        status_of=status_of,
+        latency_ms=latency_ms,
     )
 
 

@@ -238,7 +238,7 @@ def histogram_chart(title: str, bins: list[dict]) -> str:
         edge = bins[min(index, len(bins) - 1)]["from_ms" if index < len(bins) else "to_ms"]
         parts.append(
             f"<text x='{left + index * bar_w:.1f}' y='{height - bottom + 14}' "
-            f"text-anchor='middle'>{edge:.3g}</text>"
+            f"text-anchor='middle'>{_fmt(edge)}</text>"
         )
     parts.append(
         f"<text x='{left + plot_w / 2}' y='{height - 6}' text-anchor='middle'>"
@@ -342,7 +342,10 @@ CELL_HEADERS = [
 def _cell_charts(cell: dict) -> str:
     s = cell["summary"]
     series = s["series"]
-    throughput = [("2xx req/s", [(p["t_s"], p["ok_per_s"]) for p in series])]
+    throughput = [
+        ("2xx/s", [(p["t_s"], p["ok_per_s"]) for p in series]),
+        ("all answers/s", [(p["t_s"], p["answers_per_s"]) for p in series]),
+    ]
     if cell["kind"] == "batch":
         throughput = [("events/s", [(p["t_s"], p["events_per_s"]) for p in series])]
     latency = [
@@ -434,23 +437,28 @@ takes part of them.</li>
 {run["fixed_rate"]:.0f}/s on up to {run["fixed_connections"]} connections whatever the answers
 take; latency counts from each request's <i>intended</i> send time, so a stall shows up in full.
 </li>
-<li>Scenarios: <code>GET /api/v1/show/?q=1</code> (the seed's tiny tracking-pixel query; the
-gateway gives the event its id), a single-event POST of about 200 bytes, a batch POST of 100 such
-events (about 20 kB); each at 50 and 200 connections; ack level <code>durable</code> (the
-default: 202 only after RabbitMQ confirmed the batch).</li>
+<li>Scenarios: <code>GET /api/v1/show/?id=...</code> (the seed's tiny tracking-pixel query; it
+carries only the event id, about 25 bytes), a single-event POST of about 200 bytes, a batch POST
+of 100 such events (about 20 kB); each at 50 and 200 connections; ack level <code>durable</code>
+(the default: 202 only after RabbitMQ confirmed the batch).</li>
 <li>Every variant runs at once on services of the bench's own (one Tansu, a PostgreSQL database
 and a RabbitMQ queue per variant, {run["worker_processes"]} Celery worker process(es) x
 {run["worker_threads"]} threads per variant that needs one) and waits idle while another is
-measured. Scenarios run in {run["rounds"]} round(s) of {run["seconds_per_round"]} s each; the
-order rotates every round so drift of the machine hits every variant alike. Each round of a
-scenario is cut into wrk runs of {run["slice_s"]} s: one point of the time series each (connections
-are re-opened between slices). After each round of a scenario the bench waits until the variant's
-queue is drained before the next, so the workers' catch-up never overlaps another measurement;
-the drain time is reported, and "end-to-end events/s" counts it.</li>
-<li>Percentiles of a scenario are merged from wrk's exact per-slice percentile tables (1 % steps,
-finer above p99) weighted by request counts; max is exact. The distribution chart is derived from
-the same tables. APDEX T = {run["apdex_ms"]:g} ms (satisfied &lt;= T, tolerating &lt;= 4T); every
-non-2xx answer and socket error counts as frustrated.</li>
+measured. Each scenario runs in {run["rounds"]} round(s) of one {run["seconds_per_round"]} s wrk
+run; the order rotates every round so drift of the machine hits every variant alike. After each
+run the bench waits until the variant's queue is drained before the next, so the workers'
+catch-up never overlaps another measurement; the drain time is reported, and "end-to-end
+events/s" counts it.</li>
+<li><b>Rates</b> (2xx req/s, events/s) count answers after the first {run["warmup_s"]:g} s of
+each run: a closed loop starts with every connection sending at once, and wrk drops the answers
+still in flight when it stops, which would bias short runs against slow designs.</li>
+<li><b>Latency</b>: the table's p50-p99 and max are wrk's own exact histogram of all answers
+(merged over rounds by request counts). The time series and the distribution chart use
+per-request latencies the Lua script measures itself (LuaJIT clock): every request is keyed by
+its unique event id, which each 2xx answer lists, so request and answer pair up exactly; error
+answers carry no id and appear only in wrk's histogram. APDEX T = {run["apdex_ms"]:g} ms
+(satisfied &lt;= T, tolerating &lt;= 4T) over all requests: non-2xx answers and socket errors
+count as frustrated. Time series buckets: {run["bucket_s"]:g} s.</li>
 <li><b>Kafka check</b>: every event id is unique (wrk's Lua script numbers them per run, thread
 and request). The script records the ids the server listed in each 2xx answer, so the expected
 set is exactly what was accepted. After the load, the bench reads every topic back from the

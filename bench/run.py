@@ -44,13 +44,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--quick", action="store_true", help="1 round of 2 s per scenario")
+    parser.add_argument("--quick", action="store_true", help="1 round of 3 s per scenario")
     parser.add_argument("--rounds", type=int, help="interleaved rounds (default 2; quick 1)")
     parser.add_argument(
-        "--seconds", type=int, help="load seconds per scenario per round (default 10; quick 2)"
+        "--seconds", type=int, help="seconds of one wrk run, per scenario and round (default 10)"
     )
     parser.add_argument(
-        "--slice", type=int, help="seconds of one wrk run, a point of the time series (default 2)"
+        "--warmup", type=float, default=1.0, help="seconds of each run left out of the rates"
     )
     parser.add_argument("--apdex-ms", type=float, default=50.0, help="APDEX threshold T, ms")
     parser.add_argument(
@@ -77,8 +77,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, help="results folder (default bench/results/<time>)")
     args = parser.parse_args(argv)
     args.rounds = args.rounds or (1 if args.quick else 2)
-    args.seconds = args.seconds or (2 if args.quick else 10)
-    args.slice = min(args.slice or (1 if args.quick else 2), args.seconds)
+    args.seconds = args.seconds or (3 if args.quick else 10)
+    args.bucket_s = 0.25 if args.seconds <= 5 else 0.5
     args.fixed_seconds = args.fixed_seconds or (5.0 if args.quick else 30.0)
     return args
 
@@ -205,44 +205,42 @@ def wait_for_drain(stack: BenchStack) -> float | None:
 
 def run_cells(cells, stacks, *, args, wrk: str, out: Path, run_id: str, clock) -> None:
     """Run every (variant, scenario) cell in rounds, rotating the order so drift hits all alike."""
-    slices_per_round = max(1, args.seconds // args.slice)
-    total = len(cells) * args.rounds * slices_per_round
+    total = len(cells) * args.rounds
     done = 0
     for round_number in range(args.rounds):
         shift = (round_number * len(cells)) // max(1, args.rounds)
         for cell in cells[shift:] + cells[:shift]:
             stack, scenario = stacks[cell["variant"]], SCENARIOS[cell["scenario"]]
-            path = stack.variant.path(scenario, cell["topic"])
-            for _ in range(slices_per_round):
-                index = len(cell["slices"])
-                done += 1
-                piece = loadgen.run_wrk_slice(
-                    binary=wrk,
-                    base_url=f"http://127.0.0.1:{stack.port}",
-                    path=path,
-                    mode=scenario.kind,
-                    connections=scenario.connections,
-                    seconds=args.slice,
-                    prefix=f"{run_id}-{cell['variant']}-{scenario.name}-{index}",
-                    ids_file=out / "ids" / cell["variant"] / scenario.name / f"{index}.txt",
-                    apdex_ms=args.apdex_ms,
-                    timeout_s=REQUEST_TIMEOUT_S,
-                    started_s=clock(),
-                    api_key=stack.api_key,
-                )
-                cell["slices"].append(piece)
-                errors = piece.requests - piece.ok
-                log(
-                    f"[{done}/{total}] round {round_number + 1} {cell['variant']:16} "
-                    f"{scenario.name:10} {piece.ok / piece.duration_s:8.0f} ok/s "
-                    f"p99 {dict(piece.percentiles)[99.0]:7.1f} ms  non-2xx {errors}"
-                    f"  load {piece.load_average:.1f}"
-                )
+            done += 1
+            run = loadgen.run_wrk(
+                binary=wrk,
+                base_url=f"http://127.0.0.1:{stack.port}",
+                path=stack.variant.path(scenario, cell["topic"]),
+                mode=scenario.kind,
+                connections=scenario.connections,
+                seconds=args.seconds,
+                prefix=f"{run_id}-{cell['variant']}-{scenario.name}-{round_number}",
+                out=out / "ids" / cell["variant"] / f"{scenario.name}-{round_number}",
+                timeout_s=REQUEST_TIMEOUT_S,
+                offset_s=clock(),
+                api_key=stack.api_key,
+            )
+            cell["runs"].append(run)
+            known = [ms for ms in run.latency_ms if ms is not None]
+            known.sort()
+            p99 = known[int(0.99 * (len(known) - 1))] if known else float("nan")
+            drained = wait_for_drain(stack) if stack.variant.uses_worker else None
             if stack.variant.uses_worker:
-                drained = wait_for_drain(stack)
                 cell["drain_s"].append(drained)
-                if drained is None:
-                    log(f"  {cell['variant']}: queue did not drain in {DRAIN_TIMEOUT_S:.0f}s")
+            log(
+                f"[{done}/{total}] round {round_number + 1} {cell['variant']:16} "
+                f"{scenario.name:10} {run.ok / run.duration_s:8.0f} 2xx/s  "
+                f"p99 {p99:7.1f} ms  non-2xx {run.requests - run.ok}  "
+                + (f"drain {drained:.1f}s  " if drained is not None else "")
+                + f"load {run.load_average:.1f}"
+            )
+            if stack.variant.uses_worker and drained is None:
+                log(f"  {cell['variant']}: queue did not drain in {DRAIN_TIMEOUT_S:.0f}s")
 
 
 def run_open_loop(stacks, *, args, out: Path, run_id: str) -> list[dict]:
@@ -340,8 +338,8 @@ def verify(stacks, cells, open_loop_runs) -> None:
         checks = [cell for cell in cells if cell["variant"] == name]
         checks += [run for run in open_loop_runs if run["variant"] == name]
         for check in checks:
-            if "slices" in check:
-                check["ids_files"] = [piece.ids_file for piece in check["slices"]]
+            if "runs" in check:
+                check["ids_files"] = [run.ids_file for run in check["runs"]]
         log(f"reading Kafka back for {name} ({len(checks)} scenario(s))")
         check_kafka(stack, checks)
         for check in checks:
@@ -375,7 +373,7 @@ def main(argv=None) -> int:
             "topic": f"b{run_id}.{variant.name}.{name}"
             if SCENARIOS[name].kind != "show"
             else f"b{run_id}.{variant.name}.show",
-            "slices": [],
+            "runs": [],
             "drain_s": [],
         }
         for variant in variants
@@ -420,10 +418,14 @@ def main(argv=None) -> int:
         tansu.stop()
     machine["load_average_at_end"] = os.getloadavg()
     for cell in cells:
-        cell["summary"] = stats.summarize_slices(
-            cell["slices"], events_per_request=SCENARIOS[cell["scenario"]].events_per_request
+        cell["summary"] = stats.summarize_runs(
+            cell["runs"],
+            events_per_request=SCENARIOS[cell["scenario"]].events_per_request,
+            apdex_ms=args.apdex_ms,
+            warmup_s=args.warmup,
+            bucket_s=args.bucket_s,
         )
-        cell["slices"] = [piece.as_json() for piece in cell["slices"]]
+        cell["runs"] = [run.as_json() for run in cell["runs"]]
         drains = [seconds for seconds in cell["drain_s"] if seconds is not None]
         if cell["drain_s"] and len(drains) == len(cell["drain_s"]):
             summary = cell["summary"]
@@ -438,7 +440,8 @@ def main(argv=None) -> int:
             "quick": args.quick,
             "rounds": args.rounds,
             "seconds_per_round": args.seconds,
-            "slice_s": args.slice,
+            "warmup_s": args.warmup,
+            "bucket_s": args.bucket_s,
             "apdex_ms": args.apdex_ms,
             "fixed_rate": args.fixed_rate,
             "fixed_seconds": args.fixed_seconds,

@@ -1,21 +1,18 @@
-"""Turn wrk slices and open-loop samples into the figures of the report."""
+"""Turn wrk runs and open-loop samples into the figures of the report."""
 
 import bisect
 import math
 from collections import Counter
 
-from .loadgen import OpenLoopRun, Slice
+from .loadgen import OpenLoopRun, WrkRun
 
 REPORTED_PERCENTILES = (50, 90, 95, 99, 99.9)
 HISTOGRAM_BINS = 40
 
 
-def _cdf(slice_: Slice) -> list[tuple[float, float]]:
-    """(latency ms, fraction at most) points of one slice, from wrk's exact percentiles."""
-    points = [(slice_.min_ms, 0.0)]
-    points += [(ms, p / 100) for p, ms in slice_.percentiles]
-    points.append((slice_.max_ms, 1.0))
-    return points
+def _cdf(run: WrkRun) -> list[tuple[float, float]]:
+    """(latency ms, fraction at most) points of one run, from wrk's exact percentiles."""
+    return [(run.min_ms, 0.0), *((ms, p / 100) for p, ms in run.percentiles), (run.max_ms, 1.0)]
 
 
 def _fraction_at_most(points: list[tuple[float, float]], latency_ms: float) -> float:
@@ -28,24 +25,19 @@ def _fraction_at_most(points: list[tuple[float, float]], latency_ms: float) -> f
 
 
 class MergedLatency:
-    """The latency distribution of several slices, weighted by their request counts."""
+    """The latency distribution of several wrk runs, weighted by their request counts."""
 
-    def __init__(self, slices: list[Slice]):
-        self.parts = [(s.requests, _cdf(s)) for s in slices if s.requests]
+    def __init__(self, runs: list[WrkRun]):
+        self.parts = [(run.requests, _cdf(run)) for run in runs if run.requests]
         self.total = sum(count for count, _ in self.parts)
-        self.min_ms = min((points[0][0] for _, points in self.parts), default=0.0)
         self.max_ms = max((points[-1][0] for _, points in self.parts), default=0.0)
 
     def fraction_at_most(self, latency_ms: float) -> float:
-        if not self.total:
-            return 0.0
-        weighted = sum(
-            count * _fraction_at_most(points, latency_ms) for count, points in self.parts
-        )
-        return weighted / self.total
+        weighted = sum(n * _fraction_at_most(points, latency_ms) for n, points in self.parts)
+        return weighted / self.total if self.total else 0.0
 
     def percentile(self, p: float) -> float:
-        low, high = self.min_ms, self.max_ms
+        low, high = 0.0, self.max_ms
         for _ in range(50):
             middle = (low + high) / 2
             if self.fraction_at_most(middle) < p / 100:
@@ -54,86 +46,107 @@ class MergedLatency:
                 high = middle
         return high
 
-    def histogram(self) -> list[dict]:
-        return histogram_from_cdf(self.fraction_at_most, self.min_ms, self.max_ms)
 
-
-def histogram_from_cdf(fraction_at_most, low_ms: float, high_ms: float) -> list[dict]:
-    """Share of answers in log-spaced latency bins."""
-    low = max(0.05, low_ms * 0.99)
-    high = max(low * 1.01, high_ms * 1.001)
+def histogram_from_sorted(values: list[float]) -> list[dict]:
+    """Share of values in log-spaced latency bins."""
+    if not values:
+        return []
+    low = max(0.05, values[0] * 0.99)
+    high = max(low * 1.01, values[-1] * 1.001)
     ratio = (high / low) ** (1 / HISTOGRAM_BINS)
     edges = [low * ratio**i for i in range(HISTOGRAM_BINS + 1)]
+    counts = [bisect.bisect_right(values, edge) for edge in edges]
     return [
-        {"from_ms": a, "to_ms": b, "share": max(0.0, fraction_at_most(b) - fraction_at_most(a))}
-        for a, b in zip(edges, edges[1:], strict=False)
+        {"from_ms": a, "to_ms": b, "share": (n1 - n0) / len(values)}
+        for a, b, n0, n1 in zip(edges, edges[1:], counts, counts[1:], strict=False)
     ]
 
 
-def apdex(
-    *, answered: float, satisfied: float, tolerating: float, errors: float, unanswered: float
-):
-    """APDEX where every error counts as frustrated; error answers leave the fast buckets first."""
-    total = answered + unanswered
-    satisfied_ok = max(0.0, satisfied - errors)
-    tolerating_ok = max(0.0, tolerating - max(0.0, errors - satisfied))
-    return (satisfied_ok + tolerating_ok / 2) / total if total else 0.0
+def _apdex(latencies: list[float], *, answers: int, apdex_ms: float) -> float:
+    """APDEX over every answer and unanswered request: only 2xx answers can satisfy."""
+    satisfied = bisect.bisect_right(latencies, apdex_ms)
+    tolerating = bisect.bisect_right(latencies, 4 * apdex_ms) - satisfied
+    return (satisfied + tolerating / 2) / answers if answers else 0.0
 
 
-def summarize_slices(slices: list[Slice], *, events_per_request: int) -> dict:
-    """Totals, rates, merged percentiles, APDEX and series of one scenario's wrk slices."""
-    duration = sum(s.duration_s for s in slices)
-    requests = sum(s.requests for s in slices)
+def summarize_runs(
+    runs: list[WrkRun],
+    *,
+    events_per_request: int,
+    apdex_ms: float,
+    warmup_s: float,
+    bucket_s: float,
+) -> dict:
+    """Totals, steady rates, percentiles, APDEX and time series of one scenario's wrk runs."""
     statuses: Counter = Counter()
     socket_errors: Counter = Counter()
-    for s in slices:
-        statuses.update(s.statuses)
-        socket_errors.update(s.socket_errors)
+    for run in runs:
+        statuses.update(run.statuses)
+        socket_errors.update(run.socket_errors)
+    requests = sum(run.requests for run in runs)
     ok = sum(count for status, count in statuses.items() if 200 <= status < 300)
-    merged = MergedLatency(slices)
-    satisfied = sum(s.apdex_le_t * s.requests for s in slices)
-    within_4t = sum(s.apdex_le_4t * s.requests for s in slices)
     unanswered = socket_errors["timeout"] + socket_errors["read"] + socket_errors["connect"]
-    accepted_events = sum(s.accepted_events for s in slices)
-    elapsed, series = 0.0, []
-    for s in slices:
-        series.append(
-            {
-                "t_s": round(elapsed + s.duration_s / 2, 2),
-                "ok_per_s": s.ok / s.duration_s,
-                "requests_per_s": s.requests / s.duration_s,
-                "events_per_s": s.accepted_events / s.duration_s,
-                "p50_ms": dict(s.percentiles).get(50.0),
-                "p90_ms": dict(s.percentiles).get(90.0),
-                "p99_ms": dict(s.percentiles).get(99.0),
-                "max_ms": s.max_ms,
-                "load_average": s.load_average,
-            }
-        )
-        elapsed += s.duration_s
+    # Rates count answers after a warm-up of each run: a closed loop starts with every
+    # connection sending at once and wrk drops the answers still in flight when it stops.
+    window_s = steady_ok = steady_answers = 0.0
+    latencies: list[float] = []
+    series, elapsed = [], 0.0
+    for run in runs:
+        warmup = min(warmup_s, run.duration_s / 4)
+        window_s += run.duration_s - warmup
+        buckets = max(1, round(run.duration_s / bucket_s))
+        width = run.duration_s / buckets
+        per_bucket: list[list] = [[0, 0, []] for _ in range(buckets)]
+        for done, status, latency in zip(run.done_s, run.status_of, run.latency_ms, strict=True):
+            is_ok = 200 <= status < 300
+            if warmup <= done <= run.duration_s:
+                steady_answers += 1
+                steady_ok += is_ok
+            bucket = per_bucket[min(buckets - 1, max(0, int(done / width)))]
+            bucket[0] += 1
+            bucket[1] += is_ok
+            if is_ok and latency is not None:
+                bucket[2].append(latency)
+                latencies.append(latency)
+        for index, (answers, oks, values) in enumerate(per_bucket):
+            values.sort()
+            series.append(
+                {
+                    "t_s": round(elapsed + (index + 0.5) * width, 3),
+                    "ok_per_s": oks / width,
+                    "answers_per_s": answers / width,
+                    "events_per_s": oks * events_per_request / width,
+                    **{f"p{p}_ms": _percentile_sorted(values, p) for p in (50, 90, 99)},
+                    "max_ms": values[-1] if values else None,
+                }
+            )
+        elapsed += run.duration_s
+    latencies.sort()
+    merged = MergedLatency(runs)
+    duration = sum(run.duration_s for run in runs)
+    ok_per_s = steady_ok / window_s if window_s else 0.0
     return {
         "duration_s": duration,
+        "steady_window_s": window_s,
         "requests": requests,
         "ok": ok,
-        "requests_per_s": requests / duration if duration else 0.0,
-        "ok_per_s": ok / duration if duration else 0.0,
-        "accepted_events": accepted_events,
-        "events_per_s": accepted_events / duration if duration else 0.0,
-        "expected_events_per_ok": events_per_request,
+        "ok_per_s": ok_per_s,
+        "answers_per_s": steady_answers / window_s if window_s else 0.0,
+        "events_per_s": ok_per_s * events_per_request,
+        "accepted_events": sum(run.accepted_events for run in runs),
         "statuses": {str(k): v for k, v in sorted(statuses.items())},
         "socket_errors": dict(socket_errors),
         "percentiles_ms": {str(p): merged.percentile(p) for p in REPORTED_PERCENTILES},
         "max_ms": merged.max_ms,
-        "mean_ms": (sum(s.mean_ms * s.requests for s in slices) / requests) if requests else 0.0,
-        "apdex": apdex(
-            answered=requests,
-            satisfied=satisfied,
-            tolerating=within_4t - satisfied,
-            errors=requests - ok,
-            unanswered=unanswered,
-        ),
-        "histogram": merged.histogram(),
+        "mean_ms": sum(run.mean_ms * run.requests for run in runs) / requests if requests else 0,
+        "ok_percentiles_ms": {
+            str(p): _percentile_sorted(latencies, p) for p in REPORTED_PERCENTILES
+        },
+        "latency_samples": len(latencies),
+        "apdex": _apdex(latencies, answers=requests + unanswered, apdex_ms=apdex_ms),
+        "histogram": histogram_from_sorted(latencies),
         "series": series,
+        "load_average": [run.load_average for run in runs],
     }
 
 
@@ -182,9 +195,6 @@ def summarize_open_loop(run: OpenLoopRun, *, apdex_ms: float) -> dict:
             }
         )
 
-    def at_most(limit: float) -> float:
-        return bisect.bisect_right(latencies, limit) / len(latencies) if latencies else 0.0
-
     return {
         "rate": run.rate,
         "planned_s": run.seconds,
@@ -202,8 +212,6 @@ def summarize_open_loop(run: OpenLoopRun, *, apdex_ms: float) -> dict:
         },
         "apdex": (satisfied + tolerating / 2) / total if total else 0.0,
         "errors": failed_or_error,
-        "histogram": histogram_from_cdf(
-            at_most, latencies[0] if latencies else 0.1, latencies[-1] if latencies else 1
-        ),
+        "histogram": histogram_from_sorted(latencies),
         "series": series,
     }

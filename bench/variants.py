@@ -12,7 +12,6 @@ from ingestsite import embedded
 from tests.stack import ROOT, START_TIMEOUT_S, Stack
 
 CPUS = os.cpu_count() or 1
-SHOW_QUERY = "q=1"  # the seed's tiny tracking-pixel query
 # Production mode requires API keys: give the benchmark a source of its own (no rate limit).
 ISSUE_KEY = """
 from ingest.keys import issue_key
@@ -61,7 +60,7 @@ class Variant:
 
     def path(self, scenario: Scenario, topic: str) -> str:
         if scenario.kind == "show":
-            return f"/api/v1/show/?{SHOW_QUERY}"
+            return "/api/v1/show/"  # bench/wrk/load.lua appends ?id=<event id>
         return self.post_path.format(topic=topic)
 
 
@@ -114,7 +113,7 @@ def all_variants(*, serve_args: tuple[str, ...], worker_env: tuple) -> list[Vari
         ),
         Variant(
             "bare",
-            "bare Django view (reads the body, answers 202), same serve.py settings",
+            "bare Django view (parses the body, answers 202 with its id), same serve.py settings",
             "seed designs",
             args=serve_args,
             settings="bench.settings",

@@ -1,13 +1,31 @@
--- wrk script for bench/run.py: one scenario per run, unique event ids, exact per-status counts.
+-- wrk script for bench/run.py: one scenario per run, unique event ids, per-request latency.
 --
--- wrk -s bench/wrk/load.lua URL -- MODE PREFIX PATH IDS_FILE APDEX_US [API_KEY]
+-- wrk -s bench/wrk/load.lua URL -- MODE PREFIX PATH OUT [API_KEY]
 --   MODE      show | single | batch
 --   PREFIX    unique per wrk run; event ids are PREFIX-<thread>-<counter>[-<index>]
---   PATH      request path (the topic is part of it)
---   IDS_FILE  done() writes every id the server answered 2xx for, one per line
---   APDEX_US  APDEX threshold T in microseconds
+--   PATH      request path (the topic is part of it; show appends ?id=<event id>)
+--   OUT       done() writes OUT.ids (every id the server answered 2xx for) and OUT.samples
+--             (one line per answer: completion time us, status, latency us or -1)
 --   API_KEY   sent as X-Api-Key when given
--- done() prints "BENCH ..." lines that bench/loadgen.py parses.
+-- done() also prints "BENCH ..." lines (wrk's exact totals and percentiles) for bench/loadgen.py.
+--
+-- Per-request latency: a connection never has two requests in flight, but wrk does not tell
+-- the script which connection answers, so each request is keyed by its (unique) first event id,
+-- which every 2xx answer lists: the time from request() to response() of the same id. Answers
+-- without ids (errors) count in wrk's histogram but have no per-request latency here.
+
+local ffi = require("ffi")
+ffi.cdef([[
+typedef struct { long tv_sec; long tv_nsec; } bench_timespec;
+int clock_gettime(int clock_id, bench_timespec *tp);
+]])
+local CLOCK_MONOTONIC = 1
+local timespec = ffi.new("bench_timespec")
+
+local function now_us()
+  ffi.C.clock_gettime(CLOCK_MONOTONIC, timespec)
+  return tonumber(timespec.tv_sec) * 1000000 + math.floor(tonumber(timespec.tv_nsec) / 1000)
+end
 
 local BATCH_SIZE = 100
 local threads = {}
@@ -18,20 +36,19 @@ function setup(thread)
 end
 
 function init(args)
-  mode, prefix, path, ids_file, apdex_us = args[1], args[2], args[3], args[4], tonumber(args[5])
+  mode, prefix, path, out = args[1], args[2], args[3], args[4]
   counter = 0
   statuses = {}
   accepted = {}
+  samples = {}
+  sent_at = {}
   thread_prefix = prefix .. "-" .. thread_number .. "-"
-  post_headers = { ["Content-Type"] = "application/json" }
-  get_headers = {}
-  if args[6] and args[6] ~= "" then
-    post_headers["X-Api-Key"] = args[6]
-    get_headers["X-Api-Key"] = args[6]
+  headers = {}
+  if mode ~= "show" then
+    headers["Content-Type"] = "application/json"
   end
-  if mode == "show" then
-    -- The seed's tiny tracking-pixel GET: the gateway gives the event its id and answers it.
-    static_request = wrk.format("GET", path, get_headers)
+  if args[5] and args[5] ~= "" then
+    headers["X-Api-Key"] = args[5]
   end
 end
 
@@ -43,62 +60,52 @@ local function event(id)
 end
 
 function request()
-  if static_request then
-    return static_request
-  end
   counter = counter + 1
   local id = thread_prefix .. counter
-  local body
-  if mode == "batch" then
+  local formatted
+  if mode == "show" then
+    -- The seed's tiny tracking-pixel GET; the query carries only the event id.
+    formatted = wrk.format("GET", path .. "?id=" .. id, headers)
+  elseif mode == "batch" then
     local events = {}
     for index = 1, BATCH_SIZE do
       events[index] = event(id .. "-" .. index)
     end
-    body = '{"events":[' .. table.concat(events, ",") .. "]}"
+    formatted = wrk.format("POST", path, headers, '{"events":[' .. table.concat(events, ",") .. "]}")
+    id = id .. "-1"
   else
-    body = event(id)
+    formatted = wrk.format("POST", path, headers, event(id))
   end
-  return wrk.format("POST", path, post_headers, body)
+  sent_at[id] = now_us()
+  return formatted
 end
 
 function response(status, headers, body)
+  local now = now_us()
   statuses[status] = (statuses[status] or 0) + 1
+  local latency = -1
   if status >= 200 and status < 300 then
     -- Record the ids the server itself says it accepted, so the Kafka check is exact.
     local ids = body:match('"ids":%s*%[(.-)%]')
     if ids then
+      local first = true
       for id in ids:gmatch('"([^"]+)"') do
         accepted[#accepted + 1] = id
+        if first and sent_at[id] then
+          latency = now - sent_at[id]
+          sent_at[id] = nil
+        end
+        first = false
       end
     end
   end
-end
-
--- Fraction of latencies <= limit, by bisection over wrk's exact histogram.
-local function fraction_at_most(latency, limit)
-  if latency.min > limit then
-    return 0
-  end
-  if latency.max <= limit then
-    return 1
-  end
-  local low, high = 0, 100
-  for _ = 1, 30 do
-    local middle = (low + high) / 2
-    if latency:percentile(middle) <= limit then
-      low = middle
-    else
-      high = middle
-    end
-  end
-  return low / 100
+  samples[#samples + 1] = now .. " " .. status .. " " .. latency
 end
 
 function done(summary, latency, requests)
   local errors = summary.errors
   print(string.format("BENCH duration_us %d", summary.duration))
   print(string.format("BENCH requests %d", summary.requests))
-  print(string.format("BENCH bytes %d", summary.bytes))
   print(string.format("BENCH socket_errors %d %d %d %d", errors.connect, errors.read,
     errors.write, errors.timeout))
   print(string.format("BENCH latency_min_us %d", latency.min))
@@ -110,20 +117,23 @@ function done(summary, latency, requests)
   for _, p in ipairs({ 99.25, 99.5, 99.75, 99.9, 99.95, 99.99 }) do
     print(string.format("BENCH pct %g %d", p, latency:percentile(p)))
   end
-  local limit = threads[1]:get("apdex_us")
-  print(string.format("BENCH apdex_le_t %.6f", fraction_at_most(latency, limit)))
-  print(string.format("BENCH apdex_le_4t %.6f", fraction_at_most(latency, 4 * limit)))
-  local file = assert(io.open(threads[1]:get("ids_file"), "w"))
+  local out = threads[1]:get("out")
+  local ids_file = assert(io.open(out .. ".ids", "w"))
+  local samples_file = assert(io.open(out .. ".samples", "w"))
   local total = {}
   for _, thread in ipairs(threads) do
     for status, count in pairs(thread:get("statuses")) do
       total[status] = (total[status] or 0) + count
     end
     for _, id in ipairs(thread:get("accepted")) do
-      file:write(id, "\n")
+      ids_file:write(id, "\n")
+    end
+    for _, sample in ipairs(thread:get("samples")) do
+      samples_file:write(sample, "\n")
     end
   end
-  file:close()
+  ids_file:close()
+  samples_file:close()
   for status, count in pairs(total) do
     print(string.format("BENCH status %d %d", status, count))
   end
