@@ -6,6 +6,9 @@ from html import escape
 WIDTH, HEIGHT = 960, 280
 MARGIN_LEFT, MARGIN_RIGHT, MARGIN_TOP, MARGIN_BOTTOM = 60, 20, 20, 40
 COLOURS = {"accepted": "#2b7bb9", "delivered": "#3a9d23", "rejected": "#c0392b"}
+# Delivered usually equals accepted a moment later: dashes keep both lines visible.
+STROKES = {"accepted": 'stroke-width="3"', "delivered": 'stroke-width="2" stroke-dasharray="6,4"'}
+DEFAULT_STROKE = 'stroke-width="1.5"'
 Y_TICKS = 4
 X_TICKS = 6
 
@@ -64,7 +67,7 @@ def line_chart(*, series: dict[str, list[int]], start: int, step_s: int, title: 
         coordinates = " ".join(f"{x(i):.1f},{y(v):.1f}" for i, v in enumerate(values))
         parts.append(
             f'<polyline class="series series-{escape(name)}" fill="none" stroke="{colour}" '
-            f'stroke-width="1.5" points="{coordinates}"/>'
+            f'{STROKES.get(name, DEFAULT_STROKE)} points="{coordinates}"/>'
         )
         for index, value in enumerate(values):
             if value:
@@ -72,7 +75,7 @@ def line_chart(*, series: dict[str, list[int]], start: int, step_s: int, title: 
                 parts.append(
                     f'<circle class="point point-{escape(name)}" data-series="{escape(name)}" '
                     f'data-value="{value}" data-time="{moment:%Y-%m-%dT%H:%M}Z" '
-                    f'cx="{x(index):.1f}" cy="{y(value):.1f}" r="2.5" fill="{colour}">'
+                    f'cx="{x(index):.1f}" cy="{y(value):.1f}" r="3" fill="{colour}">'
                     f"<title>{escape(name)} {value} at {moment:%H:%M} UTC</title></circle>"
                 )
         legend_x = MARGIN_LEFT + 10 + position * 110

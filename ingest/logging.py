@@ -62,7 +62,7 @@ class RequestContextMiddleware:
         try:
             response = self.get_response(request)
             response["X-Request-Id"] = request_id
-            metrics.REQUESTS.inc(response.status_code)
+            metrics.count_request(response.status_code)
             if settings.INGEST_ACCESS_LOG:
                 access_logger.info(
                     "%s %s %s",

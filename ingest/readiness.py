@@ -36,7 +36,7 @@ def check_kafka() -> dict:
         client_id="ingest-readyz",
         enable_auto_commit=False,
         request_timeout_ms=timeout_ms + 500,
-        api_version_auto_timeout_ms=timeout_ms,
+        bootstrap_timeout_ms=timeout_ms,
         connections_max_idle_ms=timeout_ms + 1_000,
     )
     try:

@@ -6,7 +6,7 @@ import math
 import threading
 import time
 from collections import Counter
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from django.conf import settings
 from django.db import close_old_connections, connection, transaction
@@ -27,6 +27,14 @@ def latency_metric(seconds: float) -> str:
         if milliseconds <= bound:
             return f"latency_le_{bound}"
     return LATENCY_OVERFLOW
+
+
+def latency_label(milliseconds: float | None) -> str:
+    if milliseconds is None:
+        return "–"
+    if milliseconds == math.inf:
+        return f"> {LATENCY_BUCKETS_MS[-1]}"
+    return f"≤ {milliseconds:.0f}"
 
 
 def percentile_ms(histogram: dict[str, int], fraction: float) -> float | None:
@@ -118,11 +126,23 @@ def minute_value(minute: int):
 
 
 def prune(*, older_than_s: float) -> int:
+    """Fold rows past the retention into one row per counter at the epoch, so totals never drop."""
     from .models import EventStat
 
-    cutoff = datetime.now(tz=UTC) - timedelta(seconds=older_than_s)
-    deleted, _ = EventStat.objects.filter(minute__lt=cutoff).delete()
-    return deleted
+    table = connection.ops.quote_name(EventStat._meta.db_table)
+    cutoff = minute_value(int(time.time() - older_than_s) // 60 * 60)
+    epoch = minute_value(0)
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} (minute, topic, source, metric, value) "
+            f"SELECT %s, topic, source, metric, SUM(value) FROM {table} "
+            f"WHERE minute < %s AND minute > %s GROUP BY topic, source, metric "
+            f"ON CONFLICT (minute, topic, source, metric) "
+            f"DO UPDATE SET value = {table}.value + excluded.value",
+            [epoch, cutoff, epoch],
+        )
+        cursor.execute(f"DELETE FROM {table} WHERE minute < %s AND minute > %s", [cutoff, epoch])
+        return cursor.rowcount
 
 
 _lock = threading.Lock()
@@ -169,9 +189,15 @@ def count_rejected(*, topic: str, source: str, code: str) -> None:
 
 def count_delivered(*, records: list, accepted_at: float) -> None:
     """Count delivered events per topic with their accept-to-Kafka-ack latency."""
-    latency = latency_metric(max(0.0, time.time() - accepted_at))
+    seconds = max(0.0, time.time() - accepted_at)
+    latency = latency_metric(seconds)
     for topic, events in Counter(record[0] for record in records).items():
-        _add(topic=topic, source="", values={"delivered": events, latency: events})
+        values = {"delivered": events, latency: events}
+        _add(
+            topic=topic,
+            source="",
+            values={**values, "latency_ms_sum": round(seconds * 1000 * events)},
+        )
 
 
 def count_dead_lettered(*, records: list) -> None:
@@ -183,8 +209,14 @@ def count_producer_error() -> None:
     _add(topic="", source="", values={"producer_errors": 1})
 
 
+def count_process_metrics(values: dict[str, int]) -> None:
+    """Count gateway-wide facts that belong to no topic (HTTP statuses, publishes)."""
+    _add(topic="", source="", values=values)
+
+
 RANGES = {"hour": (3_600, 60), "day": (86_400, 600)}  # name: (span, seconds per point)
 CHART_METRICS = ("accepted", "delivered", "rejected")
+TOPIC_SERIES = (*CHART_METRICS, "accepted_bytes", "dead_lettered", "producer_errors")
 TOTALS = ("accepted", "rejected", "delivered", "dead_lettered", "bytes")
 
 
@@ -217,6 +249,8 @@ def overview(*, span_s: int, step_s: int, now: float | None = None) -> dict:
             index = (int(row["minute"].timestamp()) - start) // step_s
             if 0 <= index < len(points[series]):
                 points[series][index] += total
+        if series not in TOPIC_SERIES and not metric.startswith("latency_le_"):
+            continue
         if metric.startswith("latency_le_"):
             histogram = latency.setdefault(row["topic"], {})
             histogram[metric] = histogram.get(metric, 0) + total
@@ -237,6 +271,12 @@ def overview(*, span_s: int, step_s: int, now: float | None = None) -> dict:
                 "p50_ms": percentile_ms(histogram, 0.50),
                 "p95_ms": percentile_ms(histogram, 0.95),
                 "p99_ms": percentile_ms(histogram, 0.99),
+            }
+        )
+        by_topic[-1].update(
+            {
+                f"{name}_label": latency_label(by_topic[-1][f"{name}_ms"])
+                for name in ("p50", "p95", "p99")
             }
         )
     totals = Counter(dict.fromkeys(TOTALS, 0))

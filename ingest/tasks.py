@@ -59,10 +59,9 @@ def enqueue_batch(batch: Batch) -> None:
     try:
         publish(batch_id=batch.batch_id, records=batch.records)
     except Exception:
-        metrics.PUBLISH_ERRORS.inc()
+        metrics.count_publish_error()
         raise
-    metrics.CONFIRM_SECONDS.observe(time.monotonic() - started)
-    metrics.BATCH_SIZE.observe(len(batch.records))
+    metrics.observe_publish(events=len(batch.records), seconds=time.monotonic() - started)
 
 
 def enqueue_records(*, records: list) -> str:

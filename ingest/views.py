@@ -34,7 +34,6 @@ def api_view(*methods: str):
                 if topic is not None:  # only the ingest endpoints count their rejections
                     source = getattr(request, "ingest_source", "")
                     stats.count_rejected(topic=topic, source=source, code=error.code)
-                    metrics.REQUESTS_REJECTED.inc(error.code)
                 return error.response()
 
         return wrapper
@@ -106,7 +105,6 @@ def accept(request, *, source: keys.SourceInfo, topic: str, records: list, ack: 
     keys.get_limiter().check(source, events=len(records), nbytes=nbytes)
     acceptance = services.accept_events(topic=topic, records=records, ack=ack)
     stats.count_accepted(topic=topic, source=source.name, events=len(records), nbytes=nbytes)
-    metrics.EVENTS_ACCEPTED.inc(amount=len(records))
     return json_response(acceptance.as_json(), status=202)
 
 
@@ -131,7 +129,7 @@ def readyz(request):
 
 @api_view("GET")
 def prometheus_metrics(request):
-    """Expose this process's metrics in the Prometheus text format."""
+    """Expose the gateway's metrics in the Prometheus text format."""
     gateway = runtime.get_gateway()
     body = metrics.render(backlog=gateway.backlog.depth, pending_events=gateway.batcher.pending[0])
     return HttpResponse(body, content_type="text/plain; version=0.0.4; charset=utf-8")

@@ -147,21 +147,51 @@ def test_admin_source_creation_shows_the_key_once(admin_client):
     assert key not in listing and key[:8] in listing
 
 
-def test_metrics_are_prometheus_text(client, gateway, monkeypatch):
-    monkeypatch.setattr(metrics.cluster_totals, "get", lambda: {"delivered": 42})
-    client.post("/api/v1/events/clicks", b'{"n": 1}', content_type="application/json")
+@pytest.mark.django_db
+def test_metrics_sum_what_every_process_flushed(client, gateway, recorder, monkeypatch):
+    monkeypatch.setattr(metrics, "totals", metrics._Totals())
+    client.post("/api/v1/events/clicks", b'[{"n": 1}, {"n": 2}]', content_type="application/json")
     client.post("/api/v1/events/clicks", b"nope", content_type="application/json")
+    stats.count_delivered(records=[["clicks", "a", None, "{}"]], accepted_at=time.time() - 0.03)
+    metrics.observe_publish(events=2, seconds=0.004)
+    recorder.flush()
+    other_process = stats.StatsRecorder(interval_s=3_600, retention_s=86_400)
+    other_process.add(topic="", source="", values={"http_requests:202": 5, "delivered": 0})
+    other_process.flush()
     response = client.get("/metrics")
     assert response.status_code == 200
     assert response["Content-Type"].startswith("text/plain; version=0.0.4")
     text = response.content.decode()
-    assert 'ingest_http_requests_total{code="202"}' in text
-    assert 'ingest_requests_rejected_total{code="invalid_json"}' in text
-    assert "ingest_events_delivered_total 42" in text
-    assert 'ingest_batch_events_bucket{le="+Inf"}' in text
+    assert 'ingest_http_requests_total{code="202"} 6' in text
+    assert 'ingest_http_requests_total{code="400"} 1' in text
+    assert 'ingest_requests_rejected_total{code="invalid_json"} 1' in text
+    assert "ingest_events_accepted_total 2" in text
+    assert "ingest_events_delivered_total 1" in text
+    assert 'ingest_batch_events_bucket{le="1"} 0' in text
+    assert 'ingest_batch_events_bucket{le="5"} 1' in text
+    assert "ingest_batch_events_sum 2" in text
+    assert 'ingest_delivery_latency_seconds_bucket{le="0.025"} 0' in text
+    assert 'ingest_delivery_latency_seconds_bucket{le="0.05"} 1' in text
+    assert "ingest_publish_confirm_seconds_count 1" in text
     assert "ingest_backlog_batches 0" in text
+    assert "ingest_stats_readable 1" in text
     for line in text.splitlines():
         assert line.startswith("#") or len(line.rsplit(" ", 1)) == 2, line
+
+
+@pytest.mark.django_db
+def test_pruning_folds_old_rows_into_totals(recorder):
+    old = time.time() - 3 * 86_400
+    recorder.add(topic="t", source="", values={"accepted": 5}, at=old)
+    recorder.add(topic="t", source="", values={"accepted": 2}, at=time.time())
+    recorder.flush()
+    assert stats.prune(older_than_s=86_400) == 1
+    recorder.add(topic="t", source="", values={"accepted": 1}, at=old - 60)
+    recorder.flush()
+    stats.prune(older_than_s=86_400)
+    assert values(topic="t", minute=datetime.fromtimestamp(0, tz=UTC)) == {"accepted": 6}
+    assert sum(row.value for row in EventStat.objects.filter(topic="t")) == 8
+    assert stats.overview(span_s=3_600, step_s=60)["totals"]["accepted"] == 2
 
 
 def probe(**results):
@@ -227,3 +257,12 @@ def test_openapi_document_is_served(client):
     document = response.json()
     assert document["openapi"].startswith("3.")
     assert "/api/v1/events/{topic}" in document["paths"]
+
+
+def test_admin_assets_are_served_without_a_cdn(client):
+    response = client.get("/static/admin/css/base.css")
+    assert response.status_code == 200
+    assert b"".join(response.streaming_content).startswith(b"/*")
+    assert client.get("/static/admin/css/missing.css").status_code == 404
+    outside = client.get("/static/../ingestsite/settings.py")
+    assert outside.status_code in (400, 404) and b"SECRET_KEY" not in outside.content
