@@ -389,6 +389,15 @@ def port_problem(address: tuple[str, int]) -> str | None:
     return None
 
 
+def describe_exit(returncode: int) -> str:
+    if returncode >= 0:
+        return f"code {returncode}"
+    try:
+        return f"signal {signal.Signals(-returncode).name}"
+    except ValueError:
+        return f"signal {-returncode}"
+
+
 def supervise(
     children: list[Child], args: argparse.Namespace, stop_requested: threading.Event
 ) -> None:
@@ -397,9 +406,16 @@ def supervise(
         now = time.monotonic()
         for child in children:
             if child.process is None:
-                if now >= child.restart_at:
+                if now < child.restart_at:
+                    continue
+                try:
                     child.start(args)
-                    print(f"  process {child.index} restarted as pid {child.process.pid}")
+                except OSError as error:  # out of processes or memory: try again later
+                    child.quick_exits += 1
+                    child.restart_at = now + restart_delay(child.quick_exits)
+                    print(f"  process {child.index} could not start: {error}", file=sys.stderr)
+                    continue
+                print(f"  process {child.index} restarted as pid {child.process.pid}", flush=True)
                 continue
             code = child.process.poll()
             if code is None:
@@ -407,9 +423,9 @@ def supervise(
             lifetime = now - child.started_at
             child.quick_exits = 0 if lifetime >= CHILD_STABLE_S else child.quick_exits + 1
             delay = restart_delay(child.quick_exits)
-            how = f"signal {signal.Signals(-code).name}" if code < 0 else f"code {code}"
             print(
-                f"  process {child.index} pid {child.process.pid} exited with {how} after "
+                f"  process {child.index} pid {child.process.pid} exited with "
+                f"{describe_exit(code)} after "
                 f"{lifetime:.1f}s; restarting it in {delay:.1f}s",
                 file=sys.stderr,
                 flush=True,

@@ -112,3 +112,11 @@ def test_stop_server_gives_up_on_a_server_that_never_stops():
             time.sleep(5)
 
     assert serve.stop_server(Stuck(), timeout=0.2) is False
+
+
+@pytest.mark.parametrize(
+    ("returncode", "description"),
+    [(0, "code 0"), (2, "code 2"), (-9, "signal SIGKILL"), (-15, "signal SIGTERM")],
+)
+def test_a_child_exit_is_described_by_code_or_signal(returncode, description):
+    assert serve.describe_exit(returncode) == description
