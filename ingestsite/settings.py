@@ -91,6 +91,9 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
+# Cookie storage signs a cookie on every request, API requests included; session storage is lazy.
+MESSAGE_STORAGE = "django.contrib.messages.storage.session.SessionStorage"
+
 ROOT_URLCONF = "ingestsite.urls"
 WSGI_APPLICATION = "ingestsite.wsgi.application"
 
