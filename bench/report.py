@@ -152,7 +152,7 @@ def _fmt(value: float) -> str:
 
 def line_chart(title: str, series: list[tuple[str, list]], *, x_label: str, y_label: str) -> str:
     """An inline SVG line chart of (x, y) points per named series."""
-    width, height, left, right, top, bottom = 440, 230, 52, 12, 26, 40
+    width, height, left, right, top, bottom = 420, 230, 52, 12, 26, 40
     points = [(x, y) for _, data in series for x, y in data if y is not None]
     if not points:
         return f"<div class='chart empty'>{escape(title)}: no data</div>"
@@ -209,7 +209,7 @@ def line_chart(title: str, series: list[tuple[str, list]], *, x_label: str, y_la
 
 def histogram_chart(title: str, bins: list[dict]) -> str:
     """An inline SVG bar chart of shares of answers in log-spaced latency bins."""
-    width, height, left, right, top, bottom = 440, 230, 52, 12, 26, 40
+    width, height, left, right, top, bottom = 420, 230, 52, 12, 26, 40
     if not bins:
         return f"<div class='chart empty'>{escape(title)}: no data</div>"
     plot_w, plot_h = width - left - right, height - top - bottom

@@ -47,7 +47,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="1 round of 3 s per scenario")
     parser.add_argument("--rounds", type=int, help="interleaved rounds (default 2; quick 1)")
     parser.add_argument(
-        "--seconds", type=int, help="seconds of one wrk run, per scenario and round (default 10)"
+        "--seconds", type=int, help="seconds of one wrk run, per scenario and round (default 8)"
     )
     parser.add_argument(
         "--warmup", type=float, default=1.0, help="seconds of each run left out of the rates"
@@ -57,7 +57,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--fixed-rate", type=float, default=500.0, help="requests/s of the open-loop runs"
     )
     parser.add_argument(
-        "--fixed-seconds", type=float, help="seconds of each open-loop run (default 30; quick 5)"
+        "--fixed-seconds", type=float, help="seconds of each open-loop run (default 20; quick 5)"
     )
     parser.add_argument("--fixed-connections", type=int, default=100)
     parser.add_argument(
@@ -77,9 +77,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, help="results folder (default bench/results/<time>)")
     args = parser.parse_args(argv)
     args.rounds = args.rounds or (1 if args.quick else 2)
-    args.seconds = args.seconds or (3 if args.quick else 10)
+    args.seconds = args.seconds or (3 if args.quick else 8)
     args.bucket_s = 0.25 if args.seconds <= 5 else 0.5
-    args.fixed_seconds = args.fixed_seconds or (5.0 if args.quick else 30.0)
+    args.fixed_seconds = args.fixed_seconds or (5.0 if args.quick else 20.0)
     return args
 
 
@@ -381,10 +381,19 @@ def main(argv=None) -> int:
     ]
     load_s = len(cells) * args.rounds * args.seconds
     fixed_s = 2 * args.rounds * args.fixed_seconds
+    # Queues drain after each run: batch runs leave about 3x their length of work for the
+    # kafka-python worker, delay()-per-request runs about 2x; the rest a second or two.
+    drain_s = args.rounds * sum(
+        args.seconds
+        * (3 if cell["kind"] == "batch" else 2 if cell["variant"] == "seed-delay" else 0)
+        + 2
+        for cell in cells
+    )
     log(
         f"{len(variants)} variants, {len(cells)} scenarios x {args.rounds} round(s) x "
-        f"{args.seconds}s = {load_s / 60:.1f} min of load + {fixed_s:.0f}s open loop; expect "
-        f"about {(load_s * 1.25 + fixed_s + 90) / 60:.0f} min in all. Results: {out}"
+        f"{args.seconds}s = {load_s / 60:.1f} min of load + {fixed_s:.0f}s open loop + about "
+        f"{drain_s / 60:.0f} min of queue drains; expect about "
+        f"{(load_s + fixed_s + drain_s + 120) / 60:.0f} min in all. Results: {out}"
     )
     machine = machine_info(wrk)
     log(
