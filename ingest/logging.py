@@ -17,6 +17,7 @@ REQUEST_ID_HEADER = "HTTP_X_REQUEST_ID"
 # A client may pass its own id for correlation; anything else gets a fresh one.
 CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 # Attributes every LogRecord has; anything else was passed with extra= and is logged as a field.
+MAX_FIELD_CHARS = 1_000
 STANDARD_ATTRIBUTES = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
@@ -41,8 +42,13 @@ class JsonFormatter(logging.Formatter):
         if request_id is not None:
             entry["request_id"] = request_id
         for name, value in record.__dict__.items():
+            # Scalars passed with extra= become fields; containers (Celery passes whole task
+            # payloads as `data`) would flood the log with event contents, so they are left out.
             if name not in STANDARD_ATTRIBUTES and not name.startswith("_"):
-                entry[name] = value if isinstance(value, (str, int, float, bool)) else repr(value)
+                if isinstance(value, str):
+                    entry[name] = value[:MAX_FIELD_CHARS]
+                elif isinstance(value, (int, float, bool)) or value is None:
+                    entry[name] = value
         if record.exc_info:
             entry["exception"] = "".join(traceback.format_exception(*record.exc_info))
         return json.dumps(entry, default=str)

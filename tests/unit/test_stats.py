@@ -234,7 +234,14 @@ def test_readyz_answers_503_with_the_failed_check(client, monkeypatch):
 
 def test_json_log_lines_carry_the_request_id():
     record = logging.makeLogRecord(
-        {"name": "ingest", "levelname": "INFO", "msg": "hello %s", "args": ("you",), "n": 3}
+        {
+            "name": "ingest",
+            "levelname": "INFO",
+            "msg": "hello %s",
+            "args": ("you",),
+            "n": 3,
+            "data": {"kwargs": "a whole task payload"},
+        }
     )
     token = request_id_var.set("req-1")
     try:
@@ -242,6 +249,7 @@ def test_json_log_lines_carry_the_request_id():
     finally:
         request_id_var.reset(token)
     assert line["message"] == "hello you" and line["request_id"] == "req-1" and line["n"] == 3
+    assert "data" not in line
 
 
 def test_responses_carry_a_request_id(client, gateway):
@@ -266,3 +274,21 @@ def test_admin_assets_are_served_without_a_cdn(client):
     assert client.get("/static/admin/css/missing.css").status_code == 404
     outside = client.get("/static/../ingestsite/settings.py")
     assert outside.status_code in (400, 404) and b"SECRET_KEY" not in outside.content
+
+
+@pytest.mark.django_db
+def test_dead_letters_list_their_reason_and_a_payload_preview(admin_client):
+    from ingest.models import DeadLetter
+
+    DeadLetter.objects.create(
+        batch_id="b1",
+        topic="orders",
+        reason="MessageSizeTooLargeError: too big",
+        event_ids=["e1"],
+        records=[["e1", None, '{"id":"e1","sku":"' + "x" * 300 + '"}']],
+    )
+    page = admin_client.get("/admin/ingest/deadletter/").content.decode()
+    assert "MessageSizeTooLargeError: too big" in page
+    assert "{&quot;id&quot;:&quot;e1&quot;,&quot;sku&quot;:&quot;xxx" in page
+    assert "x" * 200 not in page
+    assert 'value="replay"' in page and 'value="purge"' in page
