@@ -8,12 +8,16 @@ table. Counters lag by the flush interval and never drop (pruning folds old rows
 import os
 import threading
 import time
+from collections import Counter
+from datetime import UTC, datetime
 
 from . import stats
 
 BATCH_EVENTS_BUCKETS = (1, 5, 10, 50, 100, 500, 1_000, 2_000, 5_000)
 CONFIRM_MS_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000)
 TOTALS_CACHE_S = 2.0
+# A flush can still add to a minute this long after it ended (a database briefly away).
+SETTLED_S = 600.0
 
 COUNTERS = {
     # stats metric: (Prometheus name, help)
@@ -79,24 +83,41 @@ def count_publish_error() -> None:
     stats.count_process_metrics({"publish_errors": 1})
 
 
+def _sum_by_metric(**filters) -> Counter:
+    from django.db.models import Sum
+
+    from .models import EventStat
+
+    rows = EventStat.objects.filter(**filters).values("metric").annotate(total=Sum("value"))
+    return Counter({row["metric"]: row["total"] for row in rows})
+
+
 class _Totals:
-    """Every counter of the stats table summed, read at most once per TOTALS_CACHE_S."""
+    """Every counter of the stats table summed, read at most once per TOTALS_CACHE_S.
+
+    Minutes older than SETTLED_S no longer change (pruning only folds them into other rows),
+    so their sums are read once per SETTLED_S and each scrape adds only the recent minutes.
+    """
 
     def __init__(self):
         self._lock = threading.Lock()
         self._values: dict[str, int] | None = None
         self._read_at = 0.0
+        self._settled: Counter | None = None
+        self._settled_before: datetime | None = None
+        self._settled_at = 0.0
 
     def get(self) -> dict[str, int]:
         with self._lock:
-            if self._values is None or time.monotonic() - self._read_at > TOTALS_CACHE_S:
-                from django.db.models import Sum
-
-                from .models import EventStat
-
-                rows = EventStat.objects.values("metric").annotate(total=Sum("value"))
-                self._values = {row["metric"]: row["total"] for row in rows}
-                self._read_at = time.monotonic()
+            now = time.monotonic()
+            if self._values is not None and now - self._read_at <= TOTALS_CACHE_S:
+                return self._values
+            if self._settled is None or now - self._settled_at > SETTLED_S:
+                cutoff = datetime.fromtimestamp((time.time() - SETTLED_S) // 60 * 60, tz=UTC)
+                self._settled = _sum_by_metric(minute__lt=cutoff)
+                self._settled_before, self._settled_at = cutoff, now
+            self._values = dict(self._settled + _sum_by_metric(minute__gte=self._settled_before))
+            self._read_at = now
             return self._values
 
 

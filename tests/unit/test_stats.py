@@ -292,3 +292,20 @@ def test_dead_letters_list_their_reason_and_a_payload_preview(admin_client):
     assert "{&quot;id&quot;:&quot;e1&quot;,&quot;sku&quot;:&quot;xxx" in page
     assert "x" * 200 not in page
     assert 'value="replay"' in page and 'value="purge"' in page
+
+
+@pytest.mark.django_db
+def test_metric_totals_add_settled_and_recent_minutes(recorder, monkeypatch):
+    monkeypatch.setattr(metrics, "TOTALS_CACHE_S", 0.0)
+    totals = metrics._Totals()
+    recorder.add(topic="t", source="", values={"delivered": 4}, at=time.time() - 3_600)
+    recorder.add(topic="t", source="", values={"delivered": 3}, at=time.time())
+    recorder.flush()
+    assert totals.get()["delivered"] == 7
+    recorder.add(topic="t", source="", values={"delivered": 2}, at=time.time())
+    recorder.flush()
+    assert totals.get()["delivered"] == 9
+    stats.prune(older_than_s=1_800)  # folding old rows into the epoch changes no total
+    recorder.add(topic="u", source="", values={"delivered": 1}, at=time.time())
+    recorder.flush()
+    assert metrics._Totals().get()["delivered"] == totals.get()["delivered"] == 10
