@@ -38,7 +38,8 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        request_id = request_id_var.get()
+        # Read at format time: the handlers here write synchronously, in the logging thread.
+        request_id = getattr(record, "request_id", None) or request_id_var.get()
         if request_id is not None:
             entry["request_id"] = request_id
         for name, value in record.__dict__.items():
@@ -76,6 +77,7 @@ class RequestContextMiddleware:
                     request.path,
                     response.status_code,
                     extra={
+                        "request_id": request_id,
                         "method": request.method,
                         "path": request.path,
                         "status": response.status_code,

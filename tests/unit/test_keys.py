@@ -207,3 +207,30 @@ def test_create_source_command_prints_a_working_key(client, gateway, fresh_keys)
     assert source.key_hash == keys.hash_key(key)
     assert source.topic_list() == ["clicks"]
     assert post(client, {"n": 1}, HTTP_X_API_KEY=key).status_code == 202
+
+
+@pytest.mark.django_db
+def test_rotating_a_key_in_the_admin_retires_the_old_one(admin_client, client, gateway, fresh_keys):
+    source, old_key = make_source()
+    assert post(client, {"n": 1}, HTTP_X_API_KEY=old_key).status_code == 202
+    response = admin_client.post(
+        "/admin/ingest/source/",
+        {"action": "rotate_keys", "_selected_action": [source.pk]},
+        follow=True,
+    )
+    messages = [str(message) for message in response.context["messages"]]
+    (new_key,) = [message.rsplit(": ", 1)[1] for message in messages if "API key" in message]
+    assert post(client, {"n": 1}, HTTP_X_API_KEY=old_key).status_code == 401
+    assert post(client, {"n": 1}, HTTP_X_API_KEY=new_key).status_code == 202
+
+
+def test_access_log_lines_carry_the_request_id(client, gateway, settings, caplog):
+    from ingest.logging import JsonFormatter
+
+    settings.INGEST_ACCESS_LOG = True
+    with caplog.at_level("INFO", logger="ingest.access"):
+        client.get("/healthz", HTTP_X_REQUEST_ID="trace-7")
+    (record,) = caplog.records
+    assert (record.method, record.path, record.status) == ("GET", "/healthz", 200)
+    assert record.request_id == "trace-7"
+    assert json.loads(JsonFormatter().format(record))["request_id"] == "trace-7"
