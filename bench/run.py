@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from importlib import metadata
 from pathlib import Path
@@ -297,6 +298,51 @@ def read_ids(files) -> set[str]:
     return ids
 
 
+def count_event_ids(*, topic: str, bootstrap: str) -> Counter:
+    """Count every record's event-id header, from the beginning of every partition."""
+    try:
+        from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+    except ImportError:  # the slower pure-Python reader of the gateway's own tools
+        return Counter(
+            record.event_id
+            for record in read_topic(
+                topic=topic, idle_timeout_s=KAFKA_READ_IDLE_S, bootstrap_servers=[bootstrap]
+            )
+        )
+    # librdkafka reads hundreds of thousands of records a second; assign() joins no group.
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"bench-read-{uuid.uuid4().hex[:8]}",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+        }
+    )
+    counts: Counter = Counter()
+    try:
+        metadata = consumer.list_topics(topic, timeout=10).topics.get(topic)
+        partitions = sorted(metadata.partitions) if metadata and not metadata.error else []
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+        at_end: set[int] = set()
+        idle_since = time.monotonic()
+        while len(at_end) < len(partitions):
+            messages = consumer.consume(num_messages=10_000, timeout=0.5)
+            if not messages and time.monotonic() - idle_since > KAFKA_READ_IDLE_S * 5:
+                break
+            for message in messages:
+                idle_since = time.monotonic()
+                if message.error():
+                    if message.error().code() == KafkaError._PARTITION_EOF:
+                        at_end.add(message.partition())
+                    continue
+                headers = dict(message.headers() or [])
+                event_id = headers.get("event-id")
+                counts[event_id.decode() if event_id is not None else None] += 1
+    finally:
+        consumer.close()
+    return counts
+
+
 def check_kafka(stack: BenchStack, checks: list[dict]) -> None:
     """Read each topic back from the beginning; every accepted id must be there."""
     by_topic: dict[str, list[dict]] = {}
@@ -307,15 +353,10 @@ def check_kafka(stack: BenchStack, checks: list[dict]) -> None:
         expected = set().union(*(check["expected_ids"] for check in topic_checks))
         started = time.monotonic()
         for _ in range(KAFKA_READ_ATTEMPTS):
-            counts: dict[str, int] = {}
-            for record in read_topic(
-                topic=topic,
-                idle_timeout_s=KAFKA_READ_IDLE_S,
-                bootstrap_servers=[stack.kafka_address],
-            ):
-                counts[record.event_id] = counts.get(record.event_id, 0) + 1
+            counts = count_event_ids(topic=topic, bootstrap=stack.kafka_address)
             if expected <= counts.keys():
                 break
+            time.sleep(KAFKA_READ_IDLE_S)
         for check in topic_checks:
             ids = check.pop("expected_ids")
             missing = ids - counts.keys()

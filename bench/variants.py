@@ -242,7 +242,7 @@ class BenchStack(Stack):
         if variant.server == "uwsgi":
             return [
                 str(Path(sys.executable).parent / "uwsgi"),
-                "--http-socket", bind, "--http-keepalive",
+                "--http11-socket", bind,  # HTTP/1.1 keep-alive, like the other servers
                 "--module", "ingestsite.wsgi:application", "--chdir", str(ROOT),
                 "--master", "--processes", str(CPUS), "--threads", "32",
                 "--enable-threads", "--lazy-apps", "--die-on-term", "--listen", "1024",
