@@ -404,7 +404,7 @@ def render(results: dict) -> str:
         )
     )
     out.append(_method(results))
-    out.append("<h2>All scenarios</h2>")
+    out.append("<h2>All scenarios (closed loop: wrk, latency = service time)</h2>")
     out.append(_table(CELL_HEADERS, _cell_rows(cells), left_columns=2))
     out.append(_comparison_section(results))
     out.append(_open_loop_section(results))
