@@ -54,7 +54,10 @@ def ensure_wrk() -> str:
         return found
     print("wrk is missing: apt-get install -y wrk", flush=True)
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    subprocess.run(["apt-get", "install", "-y", "-q", "wrk"], check=True, env=env)
+    install = ["apt-get", "install", "-y", "-q", "wrk"]
+    if subprocess.run(install, env=env, check=False).returncode != 0:
+        subprocess.run(["apt-get", "update", "-q"], env=env, check=True)
+        subprocess.run(install, env=env, check=True)
     return shutil.which("wrk") or "wrk"
 
 

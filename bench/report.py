@@ -618,3 +618,75 @@ def _environment(results: dict) -> str:
         + "<h2>Variants</h2>"
         + _table(["variant", "server command", "settings", "env", "Celery worker"], variants, 5)
     )
+
+
+# --- Markdown for docs/BENCHMARKS.md ---------------------------------------------------------
+
+
+def markdown(results: dict) -> str:
+    """The run's figures as Markdown, to paste into docs/BENCHMARKS.md."""
+    run, machine = results["run"], results["machine"]
+    lines = [
+        f"Run of {run['started_at']} (commit {machine['git_commit']}"
+        f"{', gateway with uncommitted changes' if machine['git_dirty'] else ''}"
+        f"{', quick' if run['quick'] else ''}): `{run['command']}`",
+        "",
+        f"Machine: {machine['cpu_model']}, {machine['cpus']} CPUs, {machine['memory_gib']} GiB, "
+        f"{machine['os']}, Python {machine['python']}, {machine['wrk']}. Load average "
+        f"{machine['load_average_at_start'][0]:.1f} at start, "
+        f"{machine['load_average_at_end'][0]:.1f} at the end; "
+        f"{machine['cpu_busy_before_start']:.0%} CPU busy in the second before the start.",
+        "",
+        "| target | measured | met |",
+        "| --- | --- | --- |",
+    ]
+    for target in results["targets"]:
+        met = {True: "yes", False: "no", None: "n/a"}[target["met"]]
+        lines.append(f"| {target['text']} | {target['value']} | {met} |")
+    lines += [
+        "",
+        "Closed loop (wrk); rates after a warm-up; percentiles of all answers, ms:",
+        "",
+        "| variant | scenario | 2xx req/s | events/s | p50 | p90 | p95 | p99 | max | APDEX "
+        "| non-2xx | Kafka found/accepted |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for cell in results["cells"]:
+        s, p = cell["summary"], cell["summary"]["percentiles_ms"]
+        kafka = cell.get("kafka")
+        lines.append(
+            f"| {cell['variant']} | {cell['scenario']} | {s['ok_per_s']:,.0f} | "
+            f"{s['events_per_s']:,.0f} | {p['50']:.1f} | {p['90']:.1f} | {p['95']:.1f} | "
+            f"{p['99']:.1f} | {s['max_ms']:.1f} | {s['apdex']:.2f} | {s['requests'] - s['ok']} | "
+            + (f"{kafka['found']:,}/{kafka['expected']:,} |" if kafka else "n/a |")
+        )
+    lines += [
+        "",
+        "Ratios, same run (ours / variant; events/s for batch scenarios):",
+        "",
+        "| variant | scenario | variant rate | ours | ours / variant |",
+        "| --- | --- | ---: | ---: | ---: |",
+    ]
+    for row in results["comparisons"]:
+        ratio = row["ours_over_variant"]
+        lines.append(
+            f"| {row['variant']} | {row['scenario']} | {row['rate']:,.0f} | "
+            f"{row['ours_rate']:,.0f} | {'' if ratio is None else f'{ratio:.2f}x'} |"
+        )
+    for item in results["open_loop"]:
+        s = item["summary"]
+        lines.append("")
+        lines.append(
+            f"Fixed rate (open loop, latency from the intended send time): {item['variant']} at "
+            f"{s['rate']:.0f}/s, round {item['round']}: {s['ok_per_s']:,.0f} 2xx/s, p50 "
+            f"{s['percentiles_ms']['50']:.1f} ms, p99 {s['percentiles_ms']['99']:.1f} ms, "
+            f"max {s['max_ms']:.1f} ms, errors {s['errors']}."
+        )
+    if results["skipped"]:
+        lines.append("")
+        lines.append(
+            "Not compared: "
+            + "; ".join(f"{item['variant']} ({item['reason']})" for item in results["skipped"])
+            + "."
+        )
+    return "\n".join(lines) + "\n"

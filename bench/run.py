@@ -523,9 +523,10 @@ def main(argv=None) -> int:
     results["targets"] = report.targets(results)
     (out / "results.json").write_text(json.dumps(results, indent=1, default=str))
     (out / "report.html").write_text(report.render(results))
+    (out / "summary.md").write_text(report.markdown(results))
     if not args.keep_ids:
         shutil.rmtree(out / "ids", ignore_errors=True)
-    log(f"wrote {out / 'report.html'} and {out / 'results.json'}")
+    log(f"wrote {out / 'report.html'}, results.json and summary.md (for docs/BENCHMARKS.md)")
     for target in results["targets"]:
         verdict = {True: "met", False: "NOT met", None: "n/a"}[target["met"]]
         log(f"target {verdict}: {target['text']} ({target['value']})")
