@@ -16,6 +16,8 @@ from .rabbitmq import PrivateRabbitMQ, rabbitmq_available
 
 DRAIN_TIMEOUT_S = 90.0
 TOPIC_IDLE_S = 1.5
+# A 503 may wait for one publish attempt (INGEST_PUBLISH_TIMEOUT_S below) but never hangs.
+REJECTION_MAX_S = 8.0
 
 # Small batches and a fast backlog check keep a fault's blast radius visible in a short run.
 FAULT_ENV = {
@@ -68,10 +70,11 @@ def pytest_terminal_summary(terminalreporter):
 def report(capsys):
     """Print a scenario's figures line now and again in the terminal summary."""
 
-    def emit(figures: Figures) -> None:
-        _figures.append(figures.line())
+    def emit(figures: Figures, *notes: str) -> None:
+        lines = [figures.line(), *(f"[faults]   {note}" for note in notes)]
+        _figures.extend(lines)
         with capsys.disabled():
-            print("\n" + figures.line(), flush=True)
+            print("\n" + "\n".join(lines), flush=True)
 
     return emit
 
@@ -100,6 +103,17 @@ def private_rabbitmq(tmp_path):
     node.start()
     yield node
     node.stop()
+
+
+def log_size(path) -> int:
+    return path.stat().st_size if path.exists() else 0
+
+
+def log_since(path, offset: int) -> str:
+    """Return what a log gained after `offset` (artifact logs outlive runs; count this one's)."""
+    with path.open("rb") as log:
+        log.seek(offset)
+        return log.read().decode(errors="replace")
 
 
 def dead_letter_count(stack: Stack) -> int:
@@ -153,3 +167,13 @@ def assert_nothing_lost(figures: Figures, *, allow_timeouts: bool = False) -> No
     assert not figures.mismatched, f"records whose payload has another id: {figures.mismatched[:5]}"
     if not allow_timeouts:
         assert figures.result.timeouts == 0, "requests hung until the client timeout"
+    assert_rejections_well_formed(figures.result)
+
+
+def assert_rejections_well_formed(result: LoadResult, *, max_seconds=REJECTION_MAX_S) -> None:
+    """Every 503/429 says when to retry, carries the JSON error shape, and comes fast."""
+    for rejection in result.rejections:
+        assert rejection.retry_after is not None and int(rejection.retry_after) >= 1, rejection
+        assert isinstance(rejection.body, dict), rejection
+        assert set(rejection.body) >= {"code", "message"}, rejection
+        assert rejection.seconds < max_seconds, rejection

@@ -31,6 +31,8 @@ class LoadResult:
     sent: set = field(default_factory=set)
     statuses: Counter = field(default_factory=Counter)
     errors: Counter = field(default_factory=Counter)
+    # (time.monotonic() when the request started, error name) of every request without an answer
+    failures: list = field(default_factory=list)
     rejections: list = field(default_factory=list)
     accept_seconds: list = field(default_factory=list)
     requests: int = 0
@@ -59,6 +61,7 @@ class LoadResult:
         self.sent |= other.sent
         self.statuses.update(other.statuses)
         self.errors.update(other.errors)
+        self.failures += other.failures
         self.rejections += other.rejections
         self.accept_seconds += other.accept_seconds
         self.requests += other.requests
@@ -78,6 +81,8 @@ class LoadGenerator:
         max_seconds: float = 30.0,
         timeout_s: float = REQUEST_TIMEOUT_S,
         pause_s: float = 0.0,
+        padding_bytes: int = 0,
+        pause_after_rejection_s: float = PAUSE_AFTER_ERROR_S,
     ):
         self.port = port
         self.topic = topic
@@ -86,6 +91,8 @@ class LoadGenerator:
         self.max_seconds = max_seconds
         self.timeout_s = timeout_s
         self.pause_s = pause_s
+        self.padding = "x" * padding_bytes
+        self.pause_after_rejection_s = pause_after_rejection_s
         self.result = LoadResult()
         self._issued = 0
         self._lock = threading.Lock()
@@ -140,12 +147,12 @@ class LoadGenerator:
         while (ticket := self._take_ticket()) is not None:
             if ticket % BATCH_EVERY == 0:
                 events = [
-                    {"id": f"{self.prefix}-{ticket}-{i}", "n": ticket, "i": i}
+                    {"id": f"{self.prefix}-{ticket}-{i}", "n": ticket, "i": i, "pad": self.padding}
                     for i in range(BATCH_SIZE)
                 ]
                 document = {"events": events}
             else:
-                events = [{"id": f"{self.prefix}-{ticket}", "n": ticket}]
+                events = [{"id": f"{self.prefix}-{ticket}", "n": ticket, "pad": self.padding}]
                 document = events[0]
             outcome = LoadResult(requests=1)
             outcome.sent.update(event["id"] for event in events)
@@ -170,6 +177,7 @@ class LoadGenerator:
             raw = response.read()
         except (OSError, http.client.HTTPException) as error:
             outcome.errors[_error_name(error)] += 1
+            outcome.failures.append((started, _error_name(error)))
             self._stop.wait(PAUSE_AFTER_ERROR_S)
             return
         finally:
@@ -189,7 +197,7 @@ class LoadGenerator:
             outcome.rejections.append(
                 Rejection(response.status, seconds, response.getheader("Retry-After"), parsed)
             )
-            self._stop.wait(PAUSE_AFTER_ERROR_S)
+            self._stop.wait(self.pause_after_rejection_s)
 
 
 def _error_name(error: BaseException) -> str:
