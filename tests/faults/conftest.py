@@ -103,6 +103,7 @@ def private_rabbitmq(tmp_path):
     node.start()
     yield node
     node.stop()
+    node.remove_data()
 
 
 def log_size(path) -> int:

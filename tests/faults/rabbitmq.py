@@ -36,6 +36,7 @@ class PrivateRabbitMQ:
         (base_dir / "rabbitmq-env.conf").write_text("")
         (base_dir / "enabled_plugins").write_text("[].\n")
         cookie = base_dir / ".erlang.cookie"
+        cookie.unlink(missing_ok=True)  # read-only, left by an earlier run
         cookie.write_text(uuid.uuid4().hex)
         cookie.chmod(0o400)
         self.env = {
@@ -80,6 +81,10 @@ class PrivateRabbitMQ:
             # The script is the group leader of the node it started: kill that group only.
             os.killpg(self.process.pid, signal.SIGKILL)
             return self.process.wait(5)
+
+    def remove_data(self) -> None:
+        """Delete the node's message store; its logs stay with the test's artifacts."""
+        shutil.rmtree(self.base_dir / "mnesia", ignore_errors=True)
 
     def restart(self) -> None:
         self.stop()

@@ -17,6 +17,7 @@ WARMUP_TIMEOUT_S = 30.0
 KAFKA_FREEZE_S = 20.0
 # Long enough to outlast a worker stall after a broker restart, so a late batch is not "lost".
 RABBITMQ_DRAIN_TIMEOUT_S = 150.0
+BACKLOG_BUILD_S = 2.0
 
 
 def wait_for_accepts(load: LoadGenerator, count: int, *, timeout: float = WARMUP_TIMEOUT_S) -> int:
@@ -100,13 +101,22 @@ def test_restart_rabbitmq_under_load(private_rabbitmq, fault_stack, topic, repor
     stack = fault_stack(CELERY_BROKER_URL=private_rabbitmq.url)
     worker_log = stack.log_dir / "worker.log"
     log_start = log_size(worker_log)
-    stack.start_worker()
+    worker = stack.start_worker()
     stack.start_server()
     with LoadGenerator(
         port=stack.port, topic=topic, prefix="restart-rabbit", max_seconds=25
     ) as load:
         wait_for_accepts(load, WARMUP_ACCEPTS)
-        private_rabbitmq.restart()
+        # Pause the worker so batches sit in the queue (and unacked in its prefetch) when the
+        # broker stops: they must survive as persistent messages in a durable queue.
+        os.kill(worker.pid, signal.SIGSTOP)
+        try:
+            time.sleep(BACKLOG_BUILD_S)
+            depth_at_stop = stack.queue_depth()
+            private_rabbitmq.stop()
+        finally:
+            os.kill(worker.pid, signal.SIGCONT)
+        private_rabbitmq.start()
         restarted = load.accepted_count()
         wait_for_accepts(load, WARMUP_ACCEPTS)
         result = load.wait()
@@ -114,9 +124,14 @@ def test_restart_rabbitmq_under_load(private_rabbitmq, fault_stack, topic, repor
         stack, topic, result, scenario="restart RabbitMQ", timeout=RABBITMQ_DRAIN_TIMEOUT_S
     )
     connection_losses = log_since(worker_log, log_start).count("Connection to broker lost")
-    report(figures, f"worker lost its broker connection {connection_losses} times")
+    report(
+        figures,
+        f"{depth_at_stop} batches queued when RabbitMQ stopped; the worker lost its broker "
+        f"connection {connection_losses} times",
+    )
     assert len(result.accepted) > restarted, "the gateway did not recover after the restart"
     assert_nothing_lost(figures)
+    assert depth_at_stop > 0, "no batch waited in the queue across the restart"
     assert connection_losses >= 1, "the worker never noticed the restart: it proves nothing"
     if connection_losses > 1:
         # After a reconnect Celery restores the reduced prefetch count with basic_qos from the
