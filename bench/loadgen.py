@@ -3,6 +3,7 @@
 import asyncio
 import json
 import os
+import resource
 import shutil
 import subprocess
 import time
@@ -30,6 +31,7 @@ class WrkRun:
     accepted_events: int
     ids_file: str
     load_average: float
+    wrk_cpu_s: float  # CPU seconds the load generator itself used
     # One entry per answer: seconds since the run started, status, latency ms (None: unknown).
     done_s: list[float] = field(default_factory=list, repr=False)
     status_of: list[int] = field(default_factory=list, repr=False)
@@ -45,6 +47,29 @@ class WrkRun:
 
 
 SAMPLE_FIELDS = ("done_s", "status_of", "latency_ms")
+
+
+def tree_cpu_seconds(pids: list[int]) -> float:
+    """CPU seconds used so far by these processes and all their descendants."""
+    parents, cpu = {}, {}
+    ticks = os.sysconf("SC_CLK_TCK")
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(entry.name)] = int(fields[1])
+        cpu[int(entry.name)] = (int(fields[11]) + int(fields[12])) / ticks
+    wanted, total = set(pids), 0.0
+    for pid in sorted(cpu):
+        ancestor = pid
+        while ancestor > 1 and ancestor not in wanted:
+            ancestor = parents.get(ancestor, 0)
+        if ancestor in wanted:
+            total += cpu[pid]
+    return total
 
 
 def ensure_wrk() -> str:
@@ -92,6 +117,7 @@ def run_wrk(
         "--", mode, prefix, path, str(out),
         api_key or "",
     ]  # fmt: skip
+    children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started_us = time.monotonic() * 1e6  # the script's clock is CLOCK_MONOTONIC too
     completed = subprocess.run(
         command,
@@ -118,6 +144,10 @@ def run_wrk(
             statuses[int(rest[0])] = int(rest[1])
         else:
             values[name] = rest
+    children_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    wrk_cpu_s = (children_after.ru_utime + children_after.ru_stime) - (
+        children_before.ru_utime + children_before.ru_stime
+    )
     ids_file = out.with_name(out.name + ".ids")
     with ids_file.open() as ids:
         accepted_events = sum(1 for _ in ids)
@@ -142,6 +172,7 @@ def run_wrk(
         accepted_events=accepted_events,
         ids_file=str(ids_file),
         load_average=os.getloadavg()[0],
+        wrk_cpu_s=wrk_cpu_s,
         done_s=done_s,
         status_of=status_of,
         latency_ms=latency_ms,

@@ -294,6 +294,16 @@ def _statuses(summary: dict) -> str:
     return escape(", ".join(parts))
 
 
+def _cpu(summary: dict) -> str:
+    cpu = summary.get("cpu")
+    if not cpu:
+        return ""
+    return (
+        f"{cpu['server_ms_per_request']:.2f}; {cpu['server_cores']:.2f} / "
+        f"{cpu['worker_cores_during_run']:.2f} / {cpu['wrk_cores']:.2f}"
+    )
+
+
 def _kafka(item: dict) -> str:
     kafka = item.get("kafka")
     if kafka is None:
@@ -323,6 +333,7 @@ def _cell_rows(cells: list[dict]) -> list[list]:
                 _ms(p["99"]),
                 _ms(s["max_ms"]),
                 f"{s['apdex']:.3f}",
+                _cpu(s),
                 _statuses(s),
                 (f"{max(drains):.1f}" if drains else "")
                 + (f" ({undrained} did not drain)" if undrained else ""),
@@ -334,7 +345,8 @@ def _cell_rows(cells: list[dict]) -> list[list]:
 
 CELL_HEADERS = [
     "variant", "scenario", "2xx req/s", "events/s", "p50 ms", "p90 ms", "p95 ms", "p99 ms",
-    "max ms", "APDEX", "answers by status / socket errors", "queue drain s (max)",
+    "max ms", "APDEX", "CPU: server ms/req; cores used by server / worker / wrk",
+    "answers by status / socket errors", "queue drain s (max)",
     "Kafka found/accepted",
 ]  # fmt: skip
 
@@ -432,7 +444,9 @@ def _method(results: dict) -> str:
 keeps N connections busy and each sends its next request only when the previous answer arrived,
 so its latency is service time and hides queueing a real open population of clients would see
 (coordinated omission). wrk runs on the same {results["machine"]["cpus"]} cores as the server and
-takes part of them.</li>
+takes part of them: the CPU column gives the cores each side used during the run (CPU seconds of
+the process tree from /proc over wall seconds; the server's CPU per request includes its
+background threads).</li>
 <li><b>Fixed rate (open loop)</b>: a Python asyncio generator sends single-event POSTs at
 {run["fixed_rate"]:.0f}/s on up to {run["fixed_connections"]} connections whatever the answers
 take; latency counts from each request's <i>intended</i> send time, so a stall shows up in full.
@@ -445,7 +459,8 @@ of 100 such events (about 20 kB); each at 50 and 200 connections; ack level <cod
 and a RabbitMQ queue per variant, {run["worker_processes"]} Celery worker process(es) x
 {run["worker_threads"]} threads per variant that needs one) and waits idle while another is
 measured. Each scenario runs in {run["rounds"]} round(s) of one {run["seconds_per_round"]} s wrk
-run; the order rotates every round so drift of the machine hits every variant alike. After each
+run, scenario by scenario so the variants compared on one scenario run close in time, and every
+other round in reverse order (ABBA) so drift of the machine hits every variant alike. After each
 run the bench waits until the variant's queue is drained before the next, so the workers'
 catch-up never overlaps another measurement; the drain time is reported, and "end-to-end
 events/s" counts it.</li>

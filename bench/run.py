@@ -162,8 +162,9 @@ def choose_variants(args, features) -> tuple[list[Variant], list[dict]]:
     return chosen, skipped
 
 
-def start_stacks(variants, *, tansu: Tansu, out: Path, run_id: str, args) -> tuple[dict, list]:
-    stacks, failed = {}, []
+def start_stacks(variants, stacks: dict, *, tansu: Tansu, out: Path, run_id: str, args) -> list:
+    """Start every variant (a few at a time) into `stacks`; return those that failed."""
+    failed = []
 
     def start(variant: Variant) -> BenchStack:
         stack = BenchStack(
@@ -191,7 +192,7 @@ def start_stacks(variants, *, tansu: Tansu, out: Path, run_id: str, args) -> tup
                 failed.append(
                     {"variant": variant.name, "label": variant.label, "reason": str(error)}
                 )
-    return stacks, failed
+    return failed
 
 
 def wait_for_drain(stack: BenchStack) -> float | None:
@@ -205,14 +206,16 @@ def wait_for_drain(stack: BenchStack) -> float | None:
 
 
 def run_cells(cells, stacks, *, args, wrk: str, out: Path, run_id: str, clock) -> None:
-    """Run every (variant, scenario) cell in rounds, rotating the order so drift hits all alike."""
+    """Run every cell once per round; odd rounds run backwards so drift hits all alike."""
     total = len(cells) * args.rounds
     done = 0
     for round_number in range(args.rounds):
-        shift = (round_number * len(cells)) // max(1, args.rounds)
-        for cell in cells[shift:] + cells[:shift]:
+        for cell in cells if round_number % 2 == 0 else cells[::-1]:
             stack, scenario = stacks[cell["variant"]], SCENARIOS[cell["scenario"]]
             done += 1
+            server_pids = [stack.server.pid]
+            worker_pids = [worker.pid for worker in stack.workers]
+            cpu_before = [loadgen.tree_cpu_seconds(pids) for pids in (server_pids, worker_pids)]
             run = loadgen.run_wrk(
                 binary=wrk,
                 base_url=f"http://127.0.0.1:{stack.port}",
@@ -225,6 +228,16 @@ def run_cells(cells, stacks, *, args, wrk: str, out: Path, run_id: str, clock) -
                 timeout_s=REQUEST_TIMEOUT_S,
                 offset_s=clock(),
                 api_key=stack.api_key,
+            )
+            cpu_after = [loadgen.tree_cpu_seconds(pids) for pids in (server_pids, worker_pids)]
+            cell["cpu_s"].append(
+                {
+                    "server": cpu_after[0] - cpu_before[0],
+                    "worker_during_run": cpu_after[1] - cpu_before[1],
+                    "wrk": run.wrk_cpu_s,
+                    "wall": run.duration_s,
+                    "requests": run.requests,
+                }
             )
             cell["runs"].append(run)
             known = [ms for ms in run.latency_ms if ms is not None]
@@ -416,9 +429,12 @@ def main(argv=None) -> int:
             else f"b{run_id}.{variant.name}.show",
             "runs": [],
             "drain_s": [],
+            "cpu_s": [],
         }
+        # Scenario by scenario, so the variants compared on one scenario run close in time.
+        for name in SCENARIOS
         for variant in variants
-        for name in variant.scenarios
+        if name in variant.scenarios
     ]
     load_s = len(cells) * args.rounds * args.seconds
     fixed_s = 2 * args.rounds * args.fixed_seconds
@@ -446,8 +462,7 @@ def main(argv=None) -> int:
     stacks: dict[str, BenchStack] = {}
     open_loop_runs: list[dict] = []
     try:
-        stacks, failed = start_stacks(variants, tansu=tansu, out=out, run_id=run_id, args=args)
-        skipped += failed
+        skipped += start_stacks(variants, stacks, tansu=tansu, out=out, run_id=run_id, args=args)
         cells = [cell for cell in cells if cell["variant"] in stacks]
         run_cells(
             cells,
@@ -476,6 +491,13 @@ def main(argv=None) -> int:
             bucket_s=args.bucket_s,
         )
         cell["runs"] = [run.as_json() for run in cell["runs"]]
+        cpu = {key: sum(item[key] for item in cell["cpu_s"]) for key in cell["cpu_s"][0]}
+        cell["summary"]["cpu"] = {
+            "server_ms_per_request": 1000 * cpu["server"] / max(1, cpu["requests"]),
+            "server_cores": cpu["server"] / cpu["wall"],
+            "worker_cores_during_run": cpu["worker_during_run"] / cpu["wall"],
+            "wrk_cores": cpu["wrk"] / cpu["wall"],
+        }
         drains = [seconds for seconds in cell["drain_s"] if seconds is not None]
         if cell["drain_s"] and len(drains) == len(cell["drain_s"]):
             summary = cell["summary"]
