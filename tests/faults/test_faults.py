@@ -65,7 +65,6 @@ def test_kill_9_worker_under_load(fault_stack, topic, report):
         result = load.wait()
     figures = drain_and_count(stack, topic, result, scenario="kill -9 worker")
     report(figures)
-    assert result.rejected == 0, "the web side shed load although only a worker died"
     assert_nothing_lost(figures)
 
 
