@@ -255,7 +255,7 @@ STYLE = """
 body{font-family:sans-serif;margin:24px;color:#222;max-width:1400px}
 table{border-collapse:collapse;margin:8px 0 16px;font-size:13px}
 th,td{border:1px solid #ccc;padding:3px 7px;text-align:right}
-th{background:#f3f3f3} td.l,th.l{text-align:left}
+th{background:#f3f3f3} td.l,th.l{text-align:left;white-space:nowrap}
 .met{background:#e4f6e4}.unmet{background:#fbe3e3}.na{background:#f3f3f3}
 .warn{background:#fff4d6;border:1px solid #e6c200;padding:8px 12px}
 .charts{display:flex;flex-wrap:wrap;gap:8px} .chart{border:1px solid #eee}
@@ -662,31 +662,40 @@ def markdown(results: dict) -> str:
         "",
         "Closed loop (wrk); rates after a warm-up; percentiles of all answers, ms:",
         "",
-        "| variant | scenario | 2xx req/s | events/s | p50 | p90 | p95 | p99 | max | APDEX "
-        "| non-2xx | Kafka found/accepted |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        "| variant | scenario | 2xx req/s | events/s | end-to-end events/s | p50 | p90 | p95 | p99 "
+        "| max | APDEX | non-2xx | server CPU ms/req | Kafka found/accepted |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
+        "| --- |",
     ]
     for cell in results["cells"]:
         s, p = cell["summary"], cell["summary"]["percentiles_ms"]
         kafka = cell.get("kafka")
+        end_to_end = s.get("end_to_end_events_per_s")
+        cpu = s.get("cpu", {}).get("server_ms_per_request")
         lines.append(
             f"| {cell['variant']} | {cell['scenario']} | {s['ok_per_s']:,.0f} | "
-            f"{s['events_per_s']:,.0f} | {p['50']:.1f} | {p['90']:.1f} | {p['95']:.1f} | "
-            f"{p['99']:.1f} | {s['max_ms']:.1f} | {s['apdex']:.2f} | {s['requests'] - s['ok']} | "
+            f"{s['events_per_s']:,.0f} | {'' if end_to_end is None else f'{end_to_end:,.0f}'} | "
+            f"{p['50']:.1f} | {p['90']:.1f} | {p['95']:.1f} | {p['99']:.1f} | {s['max_ms']:.1f} | "
+            f"{s['apdex']:.2f} | {s['requests'] - s['ok']} | "
+            f"{'' if cpu is None else f'{cpu:.2f}'} | "
             + (f"{kafka['found']:,}/{kafka['expected']:,} |" if kafka else "n/a |")
         )
     lines += [
         "",
         "Ratios, same run (ours / variant; events/s for batch scenarios):",
         "",
-        "| variant | scenario | variant rate | ours | ours / variant |",
-        "| --- | --- | ---: | ---: | ---: |",
+        "| variant | scenario | variant rate | ours | ours / variant | end-to-end events/s, "
+        "variant / ours |",
+        "| --- | --- | ---: | ---: | ---: | --- |",
     ]
     for row in results["comparisons"]:
         ratio = row["ours_over_variant"]
+        theirs, ours = row["end_to_end_events_per_s"], row["ours_end_to_end_events_per_s"]
+        end_to_end = f"{theirs:,.0f} / {ours:,.0f}" if theirs and ours else ""
         lines.append(
             f"| {row['variant']} | {row['scenario']} | {row['rate']:,.0f} | "
-            f"{row['ours_rate']:,.0f} | {'' if ratio is None else f'{ratio:.2f}x'} |"
+            f"{row['ours_rate']:,.0f} | {'' if ratio is None else f'{ratio:.2f}x'} | "
+            f"{end_to_end} |"
         )
     for item in results["open_loop"]:
         s = item["summary"]
