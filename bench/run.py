@@ -216,19 +216,24 @@ def run_cells(cells, stacks, *, args, wrk: str, out: Path, run_id: str, clock) -
             server_pids = [stack.server.pid]
             worker_pids = [worker.pid for worker in stack.workers]
             cpu_before = [loadgen.tree_cpu_seconds(pids) for pids in (server_pids, worker_pids)]
-            run = loadgen.run_wrk(
-                binary=wrk,
-                base_url=f"http://127.0.0.1:{stack.port}",
-                path=stack.variant.path(scenario, cell["topic"]),
-                mode=scenario.kind,
-                connections=scenario.connections,
-                seconds=args.seconds,
-                prefix=f"{run_id}-{cell['variant']}-{scenario.name}-{round_number}",
-                out=out / "ids" / cell["variant"] / f"{scenario.name}-{round_number}",
-                timeout_s=REQUEST_TIMEOUT_S,
-                offset_s=clock(),
-                api_key=stack.api_key,
-            )
+            try:
+                run = loadgen.run_wrk(
+                    binary=wrk,
+                    base_url=f"http://127.0.0.1:{stack.port}",
+                    path=stack.variant.path(scenario, cell["topic"]),
+                    mode=scenario.kind,
+                    connections=scenario.connections,
+                    seconds=args.seconds,
+                    prefix=f"{run_id}-{cell['variant']}-{scenario.name}-{round_number}",
+                    out=out / "ids" / cell["variant"] / f"{scenario.name}-{round_number}",
+                    timeout_s=REQUEST_TIMEOUT_S,
+                    offset_s=clock(),
+                    api_key=stack.api_key,
+                )
+            except (RuntimeError, subprocess.TimeoutExpired) as error:
+                log(f"[{done}/{total}] {cell['variant']} {scenario.name} failed: {error}")
+                cell["errors"].append(str(error))
+                continue
             cpu_after = [loadgen.tree_cpu_seconds(pids) for pids in (server_pids, worker_pids)]
             cell["cpu_s"].append(
                 {
@@ -430,6 +435,7 @@ def main(argv=None) -> int:
             "runs": [],
             "drain_s": [],
             "cpu_s": [],
+            "errors": [],
         }
         # Scenario by scenario, so the variants compared on one scenario run close in time.
         for name in SCENARIOS
@@ -482,6 +488,10 @@ def main(argv=None) -> int:
                 pool.submit(stack.stop)
         tansu.stop()
     machine["load_average_at_end"] = os.getloadavg()
+    for cell in [cell for cell in cells if not cell["runs"]]:
+        cells.remove(cell)
+        reason = f"{cell['scenario']}: every run failed: {cell['errors'][-1][:300]}"
+        skipped.append({"variant": cell["variant"], "label": cell["label"], "reason": reason})
     for cell in cells:
         cell["summary"] = stats.summarize_runs(
             cell["runs"],
