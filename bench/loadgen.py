@@ -195,6 +195,7 @@ class OpenLoopRun:
     statuses: list[int] = field(default_factory=list)  # 0: connection error, -1: timeout
     accepted_ids: list[str] = field(default_factory=list)
     late_sends: int = 0  # requests that waited for a free connection
+    max_schedule_lag_ms: float = 0.0  # how late the generator itself queued a request
     wall_s: float = 0.0  # until the last answer arrived
 
 
@@ -281,6 +282,8 @@ async def _open_loop(
     while sent < total:
         now = loop.time()
         due = min(total, int((now - start) * run.rate) + 1)
+        lag_ms = (now - (start + sent / run.rate)) * 1000 if due > sent else 0.0
+        run.max_schedule_lag_ms = max(run.max_schedule_lag_ms, lag_ms)
         while sent < due:
             event_id = f"{prefix}-{sent}"
             queue.put_nowait((start + sent / run.rate, single_event(event_id, sent)))

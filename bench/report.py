@@ -549,6 +549,7 @@ def _open_loop_section(results: dict) -> str:
                 _ms(service["99"]),
                 f"{s['apdex']:.3f}",
                 f"{s['late_sends']:,}",
+                _ms(s.get("max_schedule_lag_ms")),
                 escape(", ".join(f"{k}: {v:,}" for k, v in s["statuses"].items())),
                 _kafka(item),
             ]

@@ -205,6 +205,7 @@ def summarize_open_loop(run: OpenLoopRun, *, apdex_ms: float) -> dict:
         "ok": ok,
         "ok_per_s": ok / run.wall_s if run.wall_s else 0.0,
         "late_sends": run.late_sends,
+        "max_schedule_lag_ms": run.max_schedule_lag_ms,
         "statuses": {str(k): v for k, v in sorted(statuses.items())},
         "percentiles_ms": {str(p): _percentile_sorted(latencies, p) for p in REPORTED_PERCENTILES},
         "max_ms": latencies[-1] if latencies else 0.0,
