@@ -70,7 +70,10 @@ def test_overload_sheds_fast_stays_bounded_and_recovers(fault_stack, topic, repo
     with RssSampler(server.pid) as rss, load:
         result = load.wait()
     rejected_seconds = sorted(rejection.seconds for rejection in result.rejections)
-    codes = {rejection.body.get("code") for rejection in result.rejections}
+    codes = {
+        rejection.body.get("code") if isinstance(rejection.body, dict) else None
+        for rejection in result.rejections
+    }
 
     stack.start_worker()
     deadline = time.monotonic() + RECOVERY_TIMEOUT_S
