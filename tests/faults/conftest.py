@@ -9,7 +9,7 @@ import psycopg
 import pytest
 
 from tests.conftest import ARTIFACTS
-from tests.stack import Stack
+from tests.stack import Stack, Tansu
 
 from .loadgen import WRONG_IDS, LoadResult
 from .rabbitmq import PrivateRabbitMQ, rabbitmq_available
@@ -86,21 +86,44 @@ def topic():
 
 
 @pytest.fixture
-def fault_stack(tansu, stack_factory):
-    """Build a stack on the test's own Tansu with the fault-suite settings."""
-
-    def build(**extra_env) -> Stack:
-        return stack_factory(kafka=tansu.address, extra_env={**FAULT_ENV, **extra_env})
-
-    return build
+def artifacts_dir(tmp_path):
+    """A log directory of this run's own: other sessions may run the same test right now."""
+    return ARTIFACTS / f"{tmp_path.name}-{uuid.uuid4().hex[:6]}"
 
 
 @pytest.fixture
-def private_rabbitmq(tmp_path):
+def tansu(artifacts_dir):
+    """A Tansu of the test's own, logging next to the test's stack."""
+    broker = Tansu(artifacts_dir)
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture
+def fault_stack(tansu, artifacts_dir):
+    """Build stacks on the test's own Tansu with the fault-suite settings; stop them after."""
+    stacks = []
+
+    def build(**extra_env) -> Stack:
+        stack = Stack(
+            kafka_address=tansu.address,
+            log_dir=artifacts_dir,
+            extra_env={**FAULT_ENV, **extra_env},
+        )
+        stacks.append(stack)
+        return stack
+
+    yield build
+    for stack in stacks:
+        stack.stop()
+
+
+@pytest.fixture
+def private_rabbitmq(artifacts_dir):
     """A RabbitMQ node of the test's own; the shared system broker is never restarted."""
     if not rabbitmq_available():
         pytest.skip("rabbitmq-server is not installed")
-    node = PrivateRabbitMQ(ARTIFACTS / tmp_path.name / "rabbitmq")
+    node = PrivateRabbitMQ(artifacts_dir / "rabbitmq")
     node.start()
     yield node
     node.stop()
