@@ -208,6 +208,10 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_WORKER_PREFETCH_MULTIPLIER = env_int("CELERY_WORKER_PREFETCH_MULTIPLIER", 1)
+# After a broker reconnect Celery restores a reduced prefetch count with basic_qos from the pool
+# thread that acks, racing the consumer on the one AMQP connection: the worker stalls until the
+# broker drops it for missed heartbeats (90 s). Keep the prefetch count fixed instead.
+CELERY_WORKER_ENABLE_PREFETCH_COUNT_REDUCTION = False
 CELERY_WORKER_CONCURRENCY = env_int("CELERY_WORKER_CONCURRENCY", 4)
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
