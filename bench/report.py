@@ -309,6 +309,8 @@ def _kafka(item: dict) -> str:
     if kafka is None:
         return "n/a"
     mark = "" if kafka["found"] == kafka["expected"] else " MISSING"
+    if mark and not kafka.get("queue_drained", True):
+        mark = " (queue never drained: still in RabbitMQ)"
     return f"{kafka['found']:,}/{kafka['expected']:,}{mark}" + (
         f" ({kafka['duplicates']} dup)" if kafka["duplicates"] else ""
     )

@@ -32,6 +32,7 @@ from .variants import SCENARIOS, BenchStack, Variant, all_variants, detect_featu
 RESULTS_DIR = ROOT / "bench" / "results"
 STARTUP_PARALLELISM = 3
 DRAIN_TIMEOUT_S = 120.0
+VERIFY_DRAIN_TIMEOUT_S = 600.0  # before reading Kafka back, wait for the slowest design too
 KAFKA_READ_IDLE_S = 2.0
 KAFKA_READ_ATTEMPTS = 4
 REQUEST_TIMEOUT_S = 10.0
@@ -48,7 +49,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="1 round of 3 s per scenario")
     parser.add_argument("--rounds", type=int, help="interleaved rounds (default 2; quick 1)")
     parser.add_argument(
-        "--seconds", type=int, help="seconds of one wrk run, per scenario and round (default 8)"
+        "--seconds", type=int, help="seconds of one wrk run, per scenario and round (default 6)"
     )
     parser.add_argument(
         "--warmup", type=float, default=1.0, help="seconds of each run left out of the rates"
@@ -78,7 +79,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, help="results folder (default bench/results/<time>)")
     args = parser.parse_args(argv)
     args.rounds = args.rounds or (1 if args.quick else 2)
-    args.seconds = args.seconds or (3 if args.quick else 8)
+    args.seconds = args.seconds or (3 if args.quick else 6)
     args.bucket_s = 0.25 if args.seconds <= 5 else 0.5
     args.fixed_seconds = args.fixed_seconds or (5.0 if args.quick else 20.0)
     return args
@@ -195,11 +196,11 @@ def start_stacks(variants, stacks: dict, *, tansu: Tansu, out: Path, run_id: str
     return failed
 
 
-def wait_for_drain(stack: BenchStack) -> float | None:
+def wait_for_drain(stack: BenchStack, timeout: float = DRAIN_TIMEOUT_S) -> float | None:
     """Seconds until the stack's queue was empty, or None if it did not drain in time."""
     started = time.monotonic()
     try:
-        stack.wait_for_drain(timeout=DRAIN_TIMEOUT_S)
+        stack.wait_for_drain(timeout=timeout)
     except TimeoutError:
         return None
     return time.monotonic() - started
@@ -293,8 +294,7 @@ def run_open_loop(stacks, *, args, out: Path, run_id: str) -> list[dict]:
                 f"  {summary['ok_per_s']:.0f} ok/s, p99 {summary['percentiles_ms']['99']:.1f} ms "
                 f"from the intended send time, errors {summary['errors']}"
             )
-            if stack.variant.uses_worker:
-                wait_for_drain(stack)
+            drained = wait_for_drain(stack) if stack.variant.uses_worker else None
             runs.append(
                 {
                     "variant": name,
@@ -303,6 +303,7 @@ def run_open_loop(stacks, *, args, out: Path, run_id: str) -> list[dict]:
                     "topic": topic,
                     "ids_files": [str(ids_file)],
                     "summary": summary,
+                    "drain_s": [drained] if stack.variant.uses_worker else [],
                 }
             )
     return runs
@@ -392,8 +393,11 @@ def verify(stacks, cells, open_loop_runs) -> None:
     for name, stack in stacks.items():
         if not stack.variant.delivers:
             continue
+        drained = True
         if stack.variant.uses_worker:
-            wait_for_drain(stack)
+            drained = wait_for_drain(stack, timeout=VERIFY_DRAIN_TIMEOUT_S) is not None
+            if not drained:
+                log(f"  {name}: queue still not drained after {VERIFY_DRAIN_TIMEOUT_S:.0f}s")
         checks = [cell for cell in cells if cell["variant"] == name]
         checks += [run for run in open_loop_runs if run["variant"] == name]
         for check in checks:
@@ -403,6 +407,7 @@ def verify(stacks, cells, open_loop_runs) -> None:
         check_kafka(stack, checks)
         for check in checks:
             kafka = check["kafka"]
+            kafka["queue_drained"] = drained
             flag = "ok" if kafka["found"] == kafka["expected"] else "MISSING"
             log(
                 f"  {check.get('scenario', 'fixed-rate')}: {kafka['found']}/{kafka['expected']}"
