@@ -194,7 +194,7 @@ class OpenLoopRun:
     service_ms: list[float] = field(default_factory=list)  # from the actual send
     statuses: list[int] = field(default_factory=list)  # 0: connection error, -1: timeout
     accepted_ids: list[str] = field(default_factory=list)
-    late_sends: int = 0  # requests that waited for a free connection
+    late_sends: int = 0  # requests sent more than 1 ms after their intended time
     max_schedule_lag_ms: float = 0.0  # how late the generator itself queued a request
     wall_s: float = 0.0  # until the last answer arrived
 
