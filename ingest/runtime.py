@@ -127,7 +127,7 @@ def get_gateway() -> Gateway:
 
 
 def _build_gateway() -> Gateway:
-    from .tasks import enqueue_batch, queue_depth
+    from .tasks import QueueDepthReader, enqueue_batch
 
     return Gateway(
         batcher=Batcher(
@@ -140,7 +140,7 @@ def _build_gateway() -> Gateway:
             flushers=settings.INGEST_FLUSHERS,
         ),
         backlog=BacklogMonitor(
-            read_depth=queue_depth,
+            read_depth=QueueDepthReader(),
             interval_s=settings.INGEST_BACKLOG_CHECK_INTERVAL_S,
             high_water=settings.INGEST_BACKLOG_HIGH_WATER,
         ),

@@ -84,16 +84,34 @@ def publish(*, batch_id: str, records: list) -> None:
 
 def queue_depth() -> int:
     """Return how many batches wait in the broker for a worker."""
-    app = deliver_batch.app
-    with app.connection_for_read() as connection:
-        connection.ensure_connection(
-            max_retries=1, timeout=settings.CELERY_BROKER_CONNECTION_TIMEOUT
-        )
-        queue = settings.CELERY_TASK_DEFAULT_QUEUE
-        _, depth, _ = connection.default_channel.queue_declare(
-            queue=queue, durable=True, auto_delete=False, passive=False
-        )
-        return depth
+    with deliver_batch.app.connection_for_read() as connection:
+        return _declared_depth(connection)
+
+
+class QueueDepthReader:
+    """Read the queue depth over one kept connection, for a caller that asks every second."""
+
+    def __init__(self):
+        self._connection = None
+
+    def __call__(self) -> int:
+        try:
+            if self._connection is None:
+                self._connection = deliver_batch.app.connection_for_read()
+            return _declared_depth(self._connection)
+        except Exception:
+            self._connection, broken = None, self._connection
+            if broken is not None:
+                broken.release()
+            raise
+
+
+def _declared_depth(connection) -> int:
+    connection.ensure_connection(max_retries=1, timeout=settings.CELERY_BROKER_CONNECTION_TIMEOUT)
+    _, depth, _ = connection.default_channel.queue_declare(
+        queue=settings.CELERY_TASK_DEFAULT_QUEUE, durable=True, auto_delete=False, passive=False
+    )
+    return depth
 
 
 @worker_shutting_down.connect

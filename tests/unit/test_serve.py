@@ -21,10 +21,10 @@ def parse_error(capsys, argv) -> str:
     return capsys.readouterr().err
 
 
-def test_defaults_run_one_process_per_usable_core_without_pinning():
+def test_defaults_run_one_pinned_process_per_usable_core():
     args = serve.parse_args([])
     assert args.processes == len(serve.usable_cores()) >= 1
-    assert args.cpu_affinity is False
+    assert args.cpu_affinity is True
     assert args.address == ("127.0.0.1", 8000)
     assert args.child is None
 
@@ -88,7 +88,8 @@ def test_a_child_command_carries_the_effective_configuration(monkeypatch):
     for option in serve.OPTIONS:
         assert getattr(child, option.dest) == getattr(args, option.dest), option.flag
     assert child.address == ("::1", 9000)
-    assert "--no-cpu-affinity" in serve.child_command(serve.parse_args([]), 0)
+    unpinned = serve.parse_args(["--no-cpu-affinity"])
+    assert "--no-cpu-affinity" in serve.child_command(unpinned, 0)
 
 
 def test_restarts_back_off_while_a_child_keeps_dying_young():
