@@ -83,8 +83,7 @@ OPTIONS = (
         "SERVE_CPU_AFFINITY",
         boolean,
         True,
-        "pin server process i to core i modulo the usable cores (measured +50-80%% req/s on "
-        "2 cores: docs/BENCHMARKS.md)",
+        "pin server process i to core i modulo the usable cores (faster: docs/BENCHMARKS.md)",
     ),
     Option("--threads", "SERVE_THREADS", int, 64, "worker threads of each cheroot pool"),
     Option("--request-queue-size", "SERVE_REQUEST_QUEUE_SIZE", int, 1024, "listen() backlog"),

@@ -212,8 +212,8 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = env_int("CELERY_WORKER_PREFETCH_MULTIPLIER",
 # thread that acks, racing the consumer on the one AMQP connection: the worker stalls until the
 # broker drops it for missed heartbeats (90 s). Keep the prefetch count fixed instead.
 CELERY_WORKER_ENABLE_PREFETCH_COUNT_REDUCTION = False
-# Delivery threads mostly wait on Kafka's acks and the outcome write; 4 fell behind single-event
-# load (a growing backlog), 16 kept up.
+# Delivery threads mostly wait on Kafka's acks and the outcome write; 4 let the backlog grow
+# under single-event load (docs/BENCHMARKS.md, "Defaults").
 CELERY_WORKER_CONCURRENCY = env_int("CELERY_WORKER_CONCURRENCY", 16)
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
@@ -224,8 +224,8 @@ INGEST_MAX_EVENTS_PER_REQUEST = env_int("INGEST_MAX_EVENTS_PER_REQUEST", 1_000)
 INGEST_MAX_ID_LENGTH = env_int("INGEST_MAX_ID_LENGTH", 128)
 INGEST_BATCH_MAX_EVENTS = env_int("INGEST_BATCH_MAX_EVENTS", 2_000)
 INGEST_BATCH_MAX_BYTES = env_int("INGEST_BATCH_MAX_BYTES", 1_048_576)
-# A longer window means fewer, larger publishes: 20 ms gave about 25% more durable req/s than
-# 5 ms on 2 cores (docs/BENCHMARKS.md) for 15 ms more latency.
+# A longer window means fewer, larger publishes per request, for up to 20 ms more latency
+# (docs/BENCHMARKS.md, "Defaults").
 INGEST_BATCH_MAX_WAIT_MS = env_float("INGEST_BATCH_MAX_WAIT_MS", 20.0)
 INGEST_FLUSHERS = env_int("INGEST_FLUSHERS", 2)
 INGEST_PENDING_MAX_EVENTS = env_int("INGEST_PENDING_MAX_EVENTS", 50_000)
