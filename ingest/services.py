@@ -12,7 +12,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from . import producer, runtime, stats
+from . import keys, producer, runtime, stats
 from .batcher import BatcherClosed, BatcherFull, Ticket
 from .errors import ApiError, unavailable
 from .ids import uuid7_unix_seconds
@@ -52,8 +52,12 @@ class Acceptance:
         return body
 
 
-def accept_events(*, topic: str, records: list[Record], ack: str) -> Acceptance:
-    """Hand records to the batcher and wait as long as the ack level asks."""
+def accept_events(
+    *, source: keys.SourceInfo, topic: str, records: list[Record], ack: str
+) -> Acceptance:
+    """Rate-limit the source, hand its records to the batcher, wait as the ack level asks."""
+    nbytes = sum(len(record.value) for record in records)
+    keys.get_limiter().check(source, events=len(records), nbytes=nbytes)
     gateway = runtime.get_gateway()
     retry_after = settings.INGEST_RETRY_AFTER_S
     gateway.backlog.check(retry_after=retry_after)
@@ -66,10 +70,10 @@ def accept_events(*, topic: str, records: list[Record], ack: str) -> Acceptance:
     except BatcherClosed as error:
         raise unavailable(str(error), retry_after=retry_after) from error
     ids = [record.event_id for record in records]
-    if ack == "none":
-        return Acceptance(ids=ids, receipt_id=ticket.receipt_id, ack=ack)
-    _wait_until_published(ticket, retry_after=retry_after)
-    if ack == "durable":
+    if ack != "none":
+        _wait_until_published(ticket, retry_after=retry_after)
+    stats.count_accepted(topic=topic, source=source.name, events=len(records), nbytes=nbytes)
+    if ack in ("none", "durable"):
         return Acceptance(ids=ids, receipt_id=ticket.receipt_id, ack=ack)
     outcome = gateway.outcomes.wait(
         ticket.batch.batch_id, timeout=settings.INGEST_DELIVERED_TIMEOUT_S

@@ -74,7 +74,8 @@ def post_events(request, topic: str):
         max_events=settings.INGEST_MAX_EVENTS_PER_REQUEST,
         max_id_length=settings.INGEST_MAX_ID_LENGTH,
     )
-    return accept(request, source=source, topic=topic, records=records, ack=ack)
+    acceptance = services.accept_events(source=source, topic=topic, records=records, ack=ack)
+    return json_response(acceptance.as_json(), status=202)
 
 
 @api_view("GET")
@@ -90,22 +91,14 @@ def show(request):
     records = parsing.build_records(
         [event], max_events=1, max_id_length=settings.INGEST_MAX_ID_LENGTH
     )
-    return accept(request, source=source, topic=topic, records=records, ack=ack)
+    acceptance = services.accept_events(source=source, topic=topic, records=records, ack=ack)
+    return json_response(acceptance.as_json(), status=202)
 
 
 def authenticate(request) -> keys.SourceInfo:
     source = keys.authenticate(request.META)
     request.ingest_source = source.name
     return source
-
-
-def accept(request, *, source: keys.SourceInfo, topic: str, records: list, ack: str):
-    """Rate-limit the source, accept the records, and count them."""
-    nbytes = sum(len(record.value) for record in records)
-    keys.get_limiter().check(source, events=len(records), nbytes=nbytes)
-    acceptance = services.accept_events(topic=topic, records=records, ack=ack)
-    stats.count_accepted(topic=topic, source=source.name, events=len(records), nbytes=nbytes)
-    return json_response(acceptance.as_json(), status=202)
 
 
 @api_view("GET")
