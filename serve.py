@@ -10,6 +10,7 @@ under systemd or a container runtime expects.
 """
 
 import argparse
+import gc
 import os
 import signal
 import socket
@@ -241,6 +242,11 @@ def build_server(args: argparse.Namespace, *, reuse_port: bool):
 
     from ingestsite.wsgi import application
 
+    # What start-up loaded (Django, Celery, the URL resolver) lives as long as the process.
+    # Frozen, it is no longer scanned by every full garbage collection, which py-spy showed
+    # holding the GIL in a loaded server process (docs/BENCHMARKS.md).
+    gc.collect()
+    gc.freeze()
     server = wsgi.Server(
         args.address,
         application,

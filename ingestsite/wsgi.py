@@ -2,10 +2,12 @@
 
 import os
 
-from django.core.wsgi import get_wsgi_application
+import django
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "ingestsite.settings")
+django.setup(set_prefix=False)
 
 import celery_app  # noqa: E402,F401  (binds shared tasks to the configured app)
+from ingest.handlers import GatewayWSGIHandler  # noqa: E402
 
-application = get_wsgi_application()
+application = GatewayWSGIHandler()
