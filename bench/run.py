@@ -73,8 +73,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         metavar="ARG",
         help="extra serve.py argument for every cheroot variant, e.g. --serve-arg=--cpu-affinity",
     )
-    parser.add_argument("--worker-processes", type=int, default=1, help="Celery workers per stack")
-    parser.add_argument("--worker-threads", type=int, default=4, help="threads of each worker")
+    # One GIL-bound worker process delivers about 14,000 events/s with kafka-python; one per
+    # core, as the README advises, about 22,000 (docs/BENCHMARKS.md).
+    parser.add_argument(
+        "--worker-processes", type=int, default=CPUS, help="Celery workers per stack"
+    )
+    parser.add_argument("--worker-threads", type=int, default=16, help="threads of each worker")
     parser.add_argument("--keep-ids", action="store_true", help="keep the accepted-id files")
     parser.add_argument("--out", type=Path, help="results folder (default bench/results/<time>)")
     args = parser.parse_args(argv)

@@ -81,3 +81,43 @@ def test_an_unreachable_broker_fails_transiently_within_the_timeout(client, sett
         producer.produce(records=[["t", "id-1", None, "{}"]], timeout=1.0)
     assert time.monotonic() - started < 3
     assert failure.value.transient
+
+
+class FakeCluster:
+    def __init__(self, partitions: int):
+        self.partitions = set(range(partitions))
+
+    def topics(self):
+        return {"clicks"}
+
+    def partitions_for_topic(self, topic):
+        return self.partitions
+
+    def available_partitions_for_topic(self, topic):
+        return self.partitions
+
+
+def test_key_partition_cache_agrees_with_the_default_and_hashes_each_key_once(monkeypatch):
+    from kafka.partitioner import default
+
+    hashed = []
+    murmur2 = default.murmur2
+
+    def counting_murmur2(data):
+        hashed.append(data)
+        return murmur2(data)
+
+    monkeypatch.setattr(default, "murmur2", counting_murmur2)
+    cached, reference = producer.key_partition_cache(), default.DefaultPartitioner()
+    cluster = FakeCluster(6)
+    keys = [f"user-{n % 50}".encode() for n in range(500)]
+    for key in keys:
+        expected = reference.partition("clicks", None, key, None, None, cluster)
+        assert cached.partition("clicks", None, key, None, None, cluster) == expected
+    assert len(hashed) == 500 + 50  # the reference hashes every time, the cache once per key
+
+    cluster.partitions = set(range(12))  # partitions were added: keys move as Kafka moves them
+    for key in keys[:50]:
+        expected = reference.partition("clicks", None, key, None, None, cluster)
+        assert cached.partition("clicks", None, key, None, None, cluster) == expected
+    assert cached.partition("clicks", None, None, None, None, cluster) in cluster.partitions
