@@ -9,6 +9,7 @@ TARGET_P99_MS = 100
 TARGET_VS_DELAY = 3.0
 TARGET_VS_BARE = 0.8
 TARGET_BATCH_EVENTS_PER_S = 25_000
+TARGET_CONFLUENT_EVENTS_PER_S = 100_000
 
 
 def _summary(results: dict, variant: str, scenario: str) -> dict | None:
@@ -53,13 +54,15 @@ def comparisons(results: dict) -> list[dict]:
     return rows
 
 
+def _delivered_rate(summary: dict) -> float:
+    return summary.get("end_to_end_events_per_s") or 0.0
+
+
 def targets(results: dict) -> list[dict]:
     """The issue's targets, judged on this run's figures (None: not measured in this run)."""
     single = _summary(results, "ours", "single-200")
     delay = _summary(results, "seed-delay", "single-200")
     bare = _summary(results, "bare", "single-200")
-    batches = [_summary(results, "ours", name) for name in ("batch-50", "batch-200")]
-    batches = [summary for summary in batches if summary]
     checks = [
         cell.get("kafka")
         for cell in results["cells"] + results["open_loop"]
@@ -101,17 +104,25 @@ def targets(results: dict) -> list[dict]:
             ratio and f"{ratio:.0%}",
         )
     )
-    best = max(batches, key=lambda summary: summary["events_per_s"]) if batches else None
-    rows.append(
-        target(
-            f"batch POST >= {TARGET_BATCH_EVENTS_PER_S:,} events/s with kafka-python (accepted)",
-            best,
-            best and best["events_per_s"] >= TARGET_BATCH_EVENTS_PER_S,
-            best
-            and f"{best['events_per_s']:,.0f} events/s accepted; "
-            f"{best.get('end_to_end_events_per_s') or 0:,.0f} events/s counting the queue drain",
+    for variant, client, minimum in (
+        ("ours", "kafka-python", TARGET_BATCH_EVENTS_PER_S),
+        ("confluent", "confluent-kafka", TARGET_CONFLUENT_EVENTS_PER_S),
+    ):
+        # The issue asks for events accepted *and* delivered: judge the end-to-end rate, which
+        # counts the time the workers need to drain the queue after the load.
+        cells = [_summary(results, variant, name) for name in ("batch-50", "batch-200")]
+        cells = [summary for summary in cells if summary]
+        best = max(cells, key=_delivered_rate) if cells else None
+        rows.append(
+            target(
+                f"batch POST >= {minimum:,} events/s accepted and delivered with {client}",
+                best,
+                best and min(best["events_per_s"], _delivered_rate(best)) >= minimum,
+                best
+                and f"{best['events_per_s']:,.0f} events/s accepted; "
+                f"{_delivered_rate(best):,.0f} events/s delivered, counting the queue drain",
+            )
         )
-    )
     found = sum(check["found"] for check in checks)
     expected = sum(check["expected"] for check in checks)
     rows.append(

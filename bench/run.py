@@ -27,7 +27,7 @@ from ingest.topics import read_topic  # noqa: E402
 from tests.stack import ROOT, Tansu  # noqa: E402
 
 from . import loadgen, report, stats  # noqa: E402
-from .variants import SCENARIOS, BenchStack, Variant, all_variants, detect_features  # noqa: E402
+from .variants import CPUS, SCENARIOS, BenchStack, Variant, all_variants, detect_features  # noqa: E402
 
 RESULTS_DIR = ROOT / "bench" / "results"
 STARTUP_PARALLELISM = 3
