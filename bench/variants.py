@@ -8,10 +8,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg
+
 from ingestsite import embedded
-from tests.stack import ROOT, START_TIMEOUT_S, Stack
+from tests.stack import POSTGRES_ADMIN_URL, ROOT, START_TIMEOUT_S, Stack
 
 CPUS = os.cpu_count() or 1
+# Idle database sessions of a bench stack end after this; the stack reconnects when it works.
+IDLE_SESSION_TIMEOUT_S = 10
 # Production mode requires API keys: give the benchmark a source of its own (no rate limit).
 ISSUE_KEY = """
 from ingest.keys import issue_key
@@ -202,6 +206,19 @@ class BenchStack(Stack):
         )
         self.api_key = self.issue_api_key()
         self.workers: list[subprocess.Popen] = []
+        self.release_idle_connections()
+
+    def release_idle_connections(self) -> None:
+        """Have PostgreSQL end this stack's idle sessions, so idle stacks hold no connections.
+
+        Every stack of a run is up at once, and each worker thread keeps a connection
+        (CONN_MAX_AGE): a dozen stacks would pass PostgreSQL's default 100 connections.
+        """
+        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as connection:
+            connection.execute(
+                f'ALTER DATABASE "{self.database.name}" SET idle_session_timeout = '
+                f"'{IDLE_SESSION_TIMEOUT_S}s'"
+            )
 
     def issue_api_key(self) -> str | None:
         """Return a key of a new source, or None if this gateway has no API keys."""

@@ -122,6 +122,9 @@ DATABASES = {
     "default": dj_database_url.parse(
         env_str("DATABASE_URL", f"sqlite:///{INGEST_DATA_DIR / 'db.sqlite3'}"),
         conn_max_age=60,
+        # A kept connection the server closed (a restart, idle_session_timeout) is replaced
+        # before a task or request uses it, instead of failing that task once.
+        conn_health_checks=True,
     )
 }
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
