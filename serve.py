@@ -102,6 +102,14 @@ OPTIONS = (
         1.0,
         "seconds an accepted connection may wait for a queue slot before the 503",
     ),
+    Option(
+        "--keep-alive-limit",
+        "SERVE_KEEP_ALIVE_LIMIT",
+        int,
+        1024,
+        "idle keep-alive connections each process keeps open; past it cheroot closes a connection "
+        "after its answer (cheroot's own default, 10, makes most clients reconnect under load)",
+    ),
     Option("--timeout", "SERVE_TIMEOUT", float, 10.0, "socket timeout of a connection, seconds"),
     Option(
         "--shutdown-timeout",
@@ -258,6 +266,7 @@ def build_server(args: argparse.Namespace, *, reuse_port: bool):
         accepted_queue_timeout=args.accepted_queue_timeout,
         reuse_port=reuse_port,
     )
+    server.keep_alive_conn_limit = args.keep_alive_limit
     server.max_request_body_size = args.max_body_size
     server.max_request_header_size = args.max_header_size
     return server

@@ -121,3 +121,28 @@ def test_stop_server_gives_up_on_a_server_that_never_stops():
 )
 def test_a_child_exit_is_described_by_code_or_signal(returncode, description):
     assert serve.describe_exit(returncode) == description
+
+
+def test_many_idle_keep_alive_connections_stay_open():
+    """cheroot's own limit (10) would answer 'Connection: close' past ten idle connections."""
+    import http.client
+    import threading
+
+    args = serve.parse_args(["--bind", "127.0.0.1:0", "--processes", "1", "--threads", "4"])
+    server = serve.prepare_server(args, reuse_port=False)
+    serving = threading.Thread(target=server.serve, daemon=True)
+    serving.start()
+    port = server.bind_addr[1]
+    connections = [http.client.HTTPConnection("127.0.0.1", port, timeout=5) for _ in range(30)]
+    try:
+        for _ in range(2):
+            for connection in connections:
+                connection.request("GET", "/healthz")
+                response = connection.getresponse()
+                response.read()
+                assert response.status == 200
+                assert response.getheader("Connection") != "close"
+    finally:
+        for connection in connections:
+            connection.close()
+        assert serve.stop_server(server, timeout=5)
