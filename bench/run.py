@@ -27,7 +27,7 @@ from ingest.topics import read_topic  # noqa: E402
 from tests.stack import ROOT, Tansu  # noqa: E402
 
 from . import loadgen, report, stats  # noqa: E402
-from .variants import CPUS, SCENARIOS, BenchStack, Variant, all_variants, detect_features  # noqa: E402
+from .variants import SCENARIOS, BenchStack, Variant, all_variants, detect_features  # noqa: E402
 
 RESULTS_DIR = ROOT / "bench" / "results"
 STARTUP_PARALLELISM = 3
@@ -73,11 +73,10 @@ def parse_args(argv=None) -> argparse.Namespace:
         metavar="ARG",
         help="extra serve.py argument for every cheroot variant, e.g. --serve-arg=--cpu-affinity",
     )
-    # One GIL-bound worker process delivers about 14,000 events/s with kafka-python; one per
-    # core, as the README advises, about 22,000 (docs/BENCHMARKS.md).
-    parser.add_argument(
-        "--worker-processes", type=int, default=CPUS, help="Celery workers per stack"
-    )
+    # One worker process: a second one on these 2 cores delivers batches faster (about 15,500
+    # instead of 12,000 events/s end to end) but takes enough CPU from the server processes to
+    # cost single-event POSTs a quarter of their rate (docs/BENCHMARKS.md).
+    parser.add_argument("--worker-processes", type=int, default=1, help="Celery workers per stack")
     parser.add_argument("--worker-threads", type=int, default=16, help="threads of each worker")
     parser.add_argument("--keep-ids", action="store_true", help="keep the accepted-id files")
     parser.add_argument("--out", type=Path, help="results folder (default bench/results/<time>)")

@@ -92,7 +92,7 @@ MIDDLEWARE = [
 ]
 
 # The event endpoints skip the middleware above and Django's per-request signals: they need
-# no session, CSRF check or user, and the admin's chain costs a third of their server time.
+# no session, CSRF check or user, and the admin's chain costs a third of their CPU in Django.
 INGEST_FAST_PATH = env_bool("INGEST_FAST_PATH", True)
 INGEST_FAST_PATHS = ("/api/v1/events/", "/api/v1/show/") if INGEST_FAST_PATH else ()
 INGEST_FAST_PATH_MIDDLEWARE = ["ingest.logging.RequestContextMiddleware"]
