@@ -55,9 +55,13 @@ class FastPathHandler(BaseHandler):
             # What request_finished would do for the database: a key-cache reload may have
             # opened this thread's connection, and CONN_MAX_AGE decides whether it stays.
             close_old_connections()
-        if not response.streaming and not response.has_header("Content-Length"):
-            # CommonMiddleware's job on the full chain; without it cheroot would send chunks.
-            response["Content-Length"] = str(len(response.content))
+        if response.streaming:
+            content = None
+        else:
+            content = response.content  # joined once: each read of .content joins again
+            if not response.has_header("Content-Length"):
+                # CommonMiddleware's job on the full chain; without it cheroot would send chunks.
+                response["Content-Length"] = str(len(content))
         start_response(
             f"{response.status_code} {response.reason_phrase}",
             [
@@ -65,8 +69,8 @@ class FastPathHandler(BaseHandler):
                 *(("Set-Cookie", cookie.output(header="")) for cookie in response.cookies.values()),
             ],
         )
-        if response.streaming:
+        if content is None:
             return response
         # Returning the content instead of the response skips response.close(), which would send
         # request_finished; the event views read only the body, so there are no uploads to close.
-        return [response.content]
+        return [content]
