@@ -154,5 +154,10 @@ def shutdown_gateway(*, timeout: float) -> bool:
         gateway = _gateway
     if gateway is None:
         return True
+    from .tasks import close_publishers
+
     gateway.backlog.stop()
-    return gateway.batcher.close(timeout=timeout)
+    finished = gateway.batcher.close(timeout=timeout)
+    if finished:
+        close_publishers()
+    return finished

@@ -14,16 +14,18 @@ from . import health, metrics, services, stats
 from .batcher import Batch
 from .ids import uuid7
 from .producer import close_producer
+from .publisher import TaskPublisher
 
 logger = logging.getLogger(__name__)
 
 DELIVER_BATCH_TASK = "ingest.deliver_batch"
-# A publish that cannot reach the broker fails fast; the client retries after a 503.
-PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2}
 PRODUCER_FLUSH_TIMEOUT_S = 10.0
 UNEXPECTED_FAILURE_REQUEUE_DELAY_S = 1.0
 
 _worker_stopping = threading.Event()
+_thread_publishers = threading.local()
+_publishers_lock = threading.Lock()
+_publishers: list[TaskPublisher] = []
 
 
 @shared_task(
@@ -65,23 +67,49 @@ def enqueue_batch(batch: Batch) -> None:
 
 
 def enqueue_records(*, records: list) -> str:
+    """Publish records as a new batch over a connection of their own (the admin's replays)."""
     batch_id = uuid7()
-    publish(batch_id=batch_id, records=records)
+    publisher = _new_publisher()
+    try:
+        _publish_with(publisher, batch_id=batch_id, records=records)
+    finally:
+        publisher.close()
     return batch_id
 
 
 def publish(*, batch_id: str, records: list) -> None:
-    timeout = settings.INGEST_PUBLISH_TIMEOUT_S
-    deliver_batch.apply_async(
-        kwargs={"batch_id": batch_id, "records": records, "accepted_at": time.time()},
+    """Publish a batch over this thread's kept connection and wait for the broker's confirm."""
+    publisher = getattr(_thread_publishers, "publisher", None)
+    if publisher is None:
+        publisher = _thread_publishers.publisher = _new_publisher()
+        with _publishers_lock:
+            _publishers.append(publisher)
+    _publish_with(publisher, batch_id=batch_id, records=records)
+
+
+def close_publishers() -> None:
+    """Close every thread's kept broker connection, once the threads publish no more."""
+    with _publishers_lock:
+        publishers = list(_publishers)
+    for publisher in publishers:
+        publisher.close()
+
+
+def _new_publisher() -> TaskPublisher:
+    app = deliver_batch.app
+    return TaskPublisher(
+        connect=app.connection_for_write,
+        queue=app.amqp.default_queue,
+        task_name=DELIVER_BATCH_TASK,
+        timeout=settings.INGEST_PUBLISH_TIMEOUT_S,
+    )
+
+
+def _publish_with(publisher: TaskPublisher, *, batch_id: str, records: list) -> None:
+    publisher.publish(
         task_id=batch_id,
-        retry=True,
-        retry_policy=PUBLISH_RETRY_POLICY,
-        timeout=timeout,
-        confirm_timeout=timeout,
-        # Celery would otherwise repr() the whole batch into every message's headers (and its
-        # workers' logs): 5% of a loaded server's time, and event contents in the logs.
-        argsrepr="()",
+        kwargs={"batch_id": batch_id, "records": records, "accepted_at": time.time()},
+        # Only the size, not the batch: the headers and the workers' logs carry no event contents.
         kwargsrepr=f"{{'batch_id': {batch_id!r}, 'records': <{len(records)} records>}}",
     )
 

@@ -111,10 +111,10 @@ def test_replayed_dead_letters_reach_kafka(kafka_address, capsys, monkeypatch):
     )
     from ingest import tasks
 
-    def deliver_inline(*, batch_id, records):
+    def deliver_inline(publisher, *, batch_id, records):
         deliver(records, batch_id=batch_id)
 
-    monkeypatch.setattr(tasks, "publish", deliver_inline)
+    monkeypatch.setattr(tasks, "_publish_with", deliver_inline)
     call_command("dead_letters", "replay", "--topic", topic)
     assert "enqueued 4 events again" in capsys.readouterr().out
     assert DeadLetter.objects.get(topic=topic).replayed_at is not None

@@ -1,0 +1,108 @@
+"""Task messages published without send_task, on the real RabbitMQ, run by Celery's worker code."""
+
+import json
+import socket
+import time
+import uuid
+
+import pytest
+from celery.worker.request import Request
+from kombu import Connection, Exchange, Queue
+
+from celery_app import app
+from ingest import producer
+from ingest.ids import uuid7
+from ingest.models import DeliveryOutcome
+from ingest.publisher import TaskPublisher
+from ingest.tasks import DELIVER_BATCH_TASK
+from ingest.topics import read_topic
+from tests.stack import free_port
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db]
+
+
+@pytest.fixture
+def queue():
+    name = f"publisher-{uuid.uuid4().hex[:8]}"
+    queue = Queue(name, Exchange(name), routing_key=name, durable=True)
+    yield queue
+    with app.connection_for_write() as connection:
+        queue.bind(connection.default_channel).delete()
+
+
+@pytest.fixture
+def publisher(queue):
+    publisher = TaskPublisher(
+        connect=app.connection_for_write, queue=queue, task_name=DELIVER_BATCH_TASK, timeout=5
+    )
+    yield publisher
+    publisher.close()
+
+
+def publish_batch(publisher, records):
+    batch_id = uuid7()
+    publisher.publish(
+        task_id=batch_id,
+        kwargs={"batch_id": batch_id, "records": records, "accepted_at": time.time()},
+        kwargsrepr=f"<{len(records)} records>",
+    )
+    return batch_id
+
+
+def take_messages(queue, connection):
+    channel = connection.default_channel
+    messages = []
+    while (message := queue.bind(channel).get(no_ack=False)) is not None:
+        messages.append(message)
+    return messages
+
+
+def test_a_published_batch_is_a_task_celery_runs_and_its_events_reach_kafka(
+    publisher, queue, kafka_address
+):
+    topic = f"publisher-{uuid.uuid4().hex[:8]}"
+    records = [[topic, f"ev-{n}", None, json.dumps({"n": n})] for n in range(5)]
+    batch_id = publish_batch(publisher, records)
+
+    producer.close_producer(timeout=5)
+    with app.connection_for_write() as connection:
+        (message,) = take_messages(queue, connection)
+        assert message.properties["delivery_mode"] == 2
+        request = Request(message, app=app, task=app.tasks[DELIVER_BATCH_TASK])
+        assert (request.id, request.name) == (batch_id, DELIVER_BATCH_TASK)
+        assert "<5 records>" in request.kwargsrepr
+        request.execute()
+        message.ack()
+    producer.close_producer(timeout=5)
+
+    assert DeliveryOutcome.objects.get(batch_id=batch_id).status == "delivered"
+    found = {record.event_id for record in read_topic(topic=topic, idle_timeout_s=2)}
+    assert found == {record[1] for record in records}
+
+
+def test_a_dropped_connection_is_replaced_and_the_batch_still_published(publisher, queue):
+    publish_batch(publisher, [["t", "ev-1", None, "{}"]])
+    # Cut the kept connection under the publisher, as a broker restart or a proxy would.
+    publisher._connection.connection.transport.sock.shutdown(socket.SHUT_RDWR)
+    second = publish_batch(publisher, [["t", "ev-2", None, "{}"]])
+
+    with app.connection_for_write() as connection:
+        messages = take_messages(queue, connection)
+        assert [message.headers["id"] for message in messages][-1] == second
+        assert len(messages) == 2
+        for message in messages:
+            message.ack()
+
+
+def test_an_unreachable_broker_fails_the_publish_quickly(queue):
+    url = f"amqp://guest:guest@127.0.0.1:{free_port()}//"
+    publisher = TaskPublisher(
+        connect=lambda: Connection(url, connect_timeout=1),
+        queue=queue,
+        task_name=DELIVER_BATCH_TASK,
+        timeout=1,
+    )
+    started = time.monotonic()
+    with pytest.raises(OSError):
+        publish_batch(publisher, [["t", "ev-1", None, "{}"]])
+    assert time.monotonic() - started < 5
