@@ -188,16 +188,23 @@ def record_outcome(
     offsets: list | None = None,
     reason: str = "",
 ) -> DeliveryOutcome:
-    outcome, _ = DeliveryOutcome.objects.update_or_create(
+    """Record what became of a batch, replacing an earlier outcome of the same batch."""
+    outcome = DeliveryOutcome(
         batch_id=batch_id,
-        defaults={
-            "status": status,
-            "offsets": offsets or [],
-            "topics": sorted({record[0] for record in records}),
-            "reason": reason,
-            "attempts": attempts,
-            "accepted_at": datetime.fromtimestamp(accepted_at, tz=UTC),
-        },
+        status=status,
+        offsets=offsets or [],
+        topics=sorted({record[0] for record in records}),
+        reason=reason,
+        attempts=attempts,
+        accepted_at=datetime.fromtimestamp(accepted_at, tz=UTC),
+    )
+    # One upsert statement instead of update_or_create's transaction of three: a batch that is
+    # delivered again (a redelivered task) replaces its earlier outcome.
+    DeliveryOutcome.objects.bulk_create(
+        [outcome],
+        update_conflicts=True,
+        unique_fields=["batch_id"],
+        update_fields=["status", "offsets", "topics", "reason", "attempts", "finished_at"],
     )
     return outcome
 

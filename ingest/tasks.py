@@ -9,6 +9,7 @@ from celery.exceptions import Reject
 from celery.signals import worker_process_shutdown, worker_shutdown, worker_shutting_down
 from celery.worker.control import inspect_command
 from django.conf import settings
+from django.db import close_old_connections
 
 from . import health, metrics, services, stats
 from .batcher import Batch
@@ -37,6 +38,9 @@ _publishers: list[TaskPublisher] = []
 )
 def deliver_batch(self, batch_id: str, records: list, accepted_at: float) -> str:
     """Deliver one batch of records to Kafka."""
+    # What Django does around a request: drop a connection that is broken or past CONN_MAX_AGE
+    # and keep the rest (Celery's fixup no longer closes them all, see CELERY_DB_REUSE_MAX).
+    close_old_connections()
     try:
         outcome = services.deliver_batch(
             batch_id=batch_id, records=records, accepted_at=accepted_at, stopping=_worker_stopping
@@ -52,6 +56,8 @@ def deliver_batch(self, batch_id: str, records: list, accepted_at: float) -> str
         logger.exception("batch %s failed unexpectedly; requeueing it", batch_id)
         _worker_stopping.wait(UNEXPECTED_FAILURE_REQUEUE_DELAY_S)
         raise Reject(f"batch {batch_id} failed: {error!r}; requeued", requeue=True) from error
+    finally:
+        close_old_connections()
     return outcome.status
 
 

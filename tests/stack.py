@@ -54,6 +54,15 @@ class Database:
             connection.execute(f'CREATE DATABASE "{self.name}"')
         self.url = f"postgres://postgres@127.0.0.1:5432/{self.name}"
 
+    def sessions(self) -> int:
+        """Return how many connections PostgreSQL has accepted for this database so far."""
+        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as connection:
+            connection.execute("SELECT pg_stat_clear_snapshot()")
+            row = connection.execute(
+                "SELECT sessions FROM pg_stat_database WHERE datname = %s", (self.name,)
+            ).fetchone()
+        return row[0]
+
     def drop(self) -> None:
         with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as connection:
             connection.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
@@ -150,6 +159,9 @@ class Stack:
             json.dumps(document).encode(),
             {"Content-Type": "application/json", **(headers or {})},
         )
+
+    def database_sessions(self) -> int:
+        return self.database.sessions()
 
     def read_topic(self, topic: str, *, idle_timeout_s: float = 3.0) -> list:
         return list(

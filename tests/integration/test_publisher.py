@@ -57,6 +57,8 @@ def take_messages(queue, connection):
     return messages
 
 
+# The task ends as a worker's would, closing a connection left inside a transaction: no test one.
+@pytest.mark.django_db(transaction=True)
 def test_a_published_batch_is_a_task_celery_runs_and_its_events_reach_kafka(
     publisher, queue, kafka_address
 ):
