@@ -240,9 +240,10 @@ INGEST_MAX_EVENTS_PER_REQUEST = env_int("INGEST_MAX_EVENTS_PER_REQUEST", 1_000)
 INGEST_MAX_ID_LENGTH = env_int("INGEST_MAX_ID_LENGTH", 128)
 INGEST_BATCH_MAX_EVENTS = env_int("INGEST_BATCH_MAX_EVENTS", 2_000)
 INGEST_BATCH_MAX_BYTES = env_int("INGEST_BATCH_MAX_BYTES", 1_048_576)
-# A longer window means fewer, larger publishes per request, for up to 20 ms more latency
-# (docs/BENCHMARKS.md, "Defaults").
-INGEST_BATCH_MAX_WAIT_MS = env_float("INGEST_BATCH_MAX_WAIT_MS", 20.0)
+# An idle gateway publishes at once; a busy one at most one batch per window, so an event waits
+# up to this long. Each batch costs a worker about 10 ms of CPU whatever its size, so a longer
+# window means fewer, larger batches under load (docs/BENCHMARKS.md, "Defaults").
+INGEST_BATCH_MAX_WAIT_MS = env_float("INGEST_BATCH_MAX_WAIT_MS", 50.0)
 INGEST_FLUSHERS = env_int("INGEST_FLUSHERS", 2)
 INGEST_PENDING_MAX_EVENTS = env_int("INGEST_PENDING_MAX_EVENTS", 50_000)
 INGEST_PENDING_MAX_BYTES = env_int("INGEST_PENDING_MAX_BYTES", 32 * 1_048_576)

@@ -23,16 +23,25 @@ def make_batcher(publish, **overrides):
     return Batcher(publish=publish, **{**options, **overrides})
 
 
-def test_concurrent_requests_share_one_publish(publisher):
-    publisher.gate.clear()
-    batcher = make_batcher(publisher, max_wait_s=0.05)
+def test_an_idle_batcher_publishes_at_once(publisher):
+    batcher = make_batcher(publisher, max_wait_s=10)
+    started = time.monotonic()
+    assert batcher.submit(topic="t", records=make_records(1)).batch.published.wait(2)
+    assert time.monotonic() - started < 2
+    batcher.close(timeout=1)
+
+
+def test_requests_after_a_publish_share_the_next_one_a_window_later(publisher):
+    batcher = make_batcher(publisher, max_wait_s=0.3)
+    assert batcher.submit(topic="t", records=make_records(1)).batch.published.wait(2)
+    first_published = time.monotonic()
     tickets = [batcher.submit(topic="t", records=make_records(2)) for _ in range(10)]
-    publisher.gate.set()
     for ticket in tickets:
         assert ticket.batch.published.wait(2)
-    assert len(publisher.batches) == 1
+    assert time.monotonic() - first_published >= 0.3
+    assert len(publisher.batches) == 2
     assert [ticket.first_index for ticket in tickets] == list(range(0, 20, 2))
-    assert publisher.batches[0].records[0] == ["t", "id-0", None, "x" * 10]
+    assert publisher.batches[1].records[0] == ["t", "id-0", None, "x" * 10]
     batcher.close(timeout=1)
 
 
