@@ -86,7 +86,10 @@ OPTIONS = (
         True,
         "pin server process i to core i modulo the usable cores (faster: docs/BENCHMARKS.md)",
     ),
-    Option("--threads", "SERVE_THREADS", int, 64, "worker threads of each cheroot pool"),
+    # A durable request holds its thread while its batch waits for the window and the confirm,
+    # so a process needs about as many threads as connections it serves at once (64 threads:
+    # 959 req/s at 200 connections, 150: 1,316; docs/BENCHMARKS.md).
+    Option("--threads", "SERVE_THREADS", int, 150, "worker threads of each cheroot pool"),
     Option("--request-queue-size", "SERVE_REQUEST_QUEUE_SIZE", int, 1024, "listen() backlog"),
     Option(
         "--accepted-queue-size",
