@@ -229,8 +229,8 @@ CELERY_WORKER_ENABLE_PREFETCH_COUNT_REDUCTION = False
 CELERY_WORKER_CONCURRENCY = env_int("CELERY_WORKER_CONCURRENCY", 16)
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # Celery's Django fixup closes every database connection before and after each task unless
-# this is set: a new PostgreSQL connection (a forked backend) per batch was 10% of a worker's
-# CPU and more of PostgreSQL's. The task itself drops broken or old connections (CONN_MAX_AGE).
+# this is set: a new PostgreSQL connection (a forked backend) per batch was 15% of a worker's
+# GIL samples. The task itself drops broken or old connections (CONN_MAX_AGE).
 CELERY_DB_REUSE_MAX = env_int("CELERY_DB_REUSE_MAX", 1_000_000)
 
 # --- Ingest ---

@@ -160,9 +160,6 @@ class Stack:
             {"Content-Type": "application/json", **(headers or {})},
         )
 
-    def database_sessions(self) -> int:
-        return self.database.sessions()
-
     def read_topic(self, topic: str, *, idle_timeout_s: float = 3.0) -> list:
         return list(
             read_topic(

@@ -124,10 +124,10 @@ def test_server_and_worker_run_on_native_threads_with_the_stock_socket(stack):
 def test_the_worker_keeps_its_database_connections_from_batch_to_batch(stack):
     topic = f"e2e-{uuid.uuid4().hex[:8]}"
     stack.post_json(f"/api/v1/events/{topic}?ack=delivered", {"id": "warm-up"})
-    sessions_before = stack.database_sessions()
+    sessions_before = stack.database.sessions()
     for n in range(BATCHES * 4):
         status, _, body = stack.post_json(f"/api/v1/events/{topic}?ack=delivered", {"id": f"{n}"})
         assert (status, body["ack"]) == (202, "delivered"), body
     # One batch per request, each written by a worker thread: Celery's Django fixup would open
     # a connection (a PostgreSQL backend) for every one of them.
-    assert stack.database_sessions() - sessions_before < BATCHES
+    assert stack.database.sessions() - sessions_before < BATCHES
