@@ -19,6 +19,7 @@ KAFKA_FREEZE_S = 20.0
 RABBITMQ_DRAIN_TIMEOUT_S = 150.0
 BACKLOG_BUILD_S = 2.0
 RABBITMQ_HEARTBEAT_S = 10
+WORKER_CONNECT_TIMEOUT_S = 60.0
 
 
 def wait_for_accepts(load: LoadGenerator, count: int, *, timeout: float = WARMUP_TIMEOUT_S) -> int:
@@ -106,6 +107,11 @@ def test_restart_rabbitmq_under_load(private_rabbitmq, fault_stack, topic, repor
     log_start = log_size(worker_log)
     worker = stack.start_worker()
     stack.start_server()
+    # The worker must hold a broker connection before it is paused, or there is none to lose.
+    deadline = time.monotonic() + WORKER_CONNECT_TIMEOUT_S
+    while "Connected to amqp" not in log_since(worker_log, log_start):
+        assert time.monotonic() < deadline, "the worker did not connect to the broker"
+        time.sleep(0.2)
     with LoadGenerator(
         port=stack.port, topic=topic, prefix="restart-rabbit", max_seconds=25
     ) as load:

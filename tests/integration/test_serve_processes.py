@@ -47,7 +47,16 @@ def proc_state(pid: int) -> tuple[str, int] | None:
 
 def is_running(pid: int) -> bool:
     state = proc_state(pid)
-    return state is not None and state[0] != "Z"
+    if state is None:
+        return False
+    if state[0] != "Z":
+        return True
+    # A killed process's main thread turns zombie before its other threads have exited, and the
+    # listening socket they share stays open (taking, then resetting, connections) until they do.
+    try:
+        return len(os.listdir(f"/proc/{pid}/task")) > 1
+    except FileNotFoundError:
+        return False
 
 
 def wait_until_dead(pids, *, timeout: float) -> None:
