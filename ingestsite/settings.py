@@ -195,6 +195,9 @@ KAFKA_BATCH_SIZE = env_int("KAFKA_BATCH_SIZE", 262_144)
 KAFKA_REQUEST_TIMEOUT_MS = env_int("KAFKA_REQUEST_TIMEOUT_MS", 10_000)
 KAFKA_MAX_BLOCK_MS = env_int("KAFKA_MAX_BLOCK_MS", 5_000)
 KAFKA_DELIVERY_TIMEOUT_S = env_float("KAFKA_DELIVERY_TIMEOUT_S", 15.0)
+# Largest produce request, as the brokers' message.max.bytes allows: an event whose record would
+# exceed it is refused at the edge (413 event_too_large) instead of failing in a worker.
+KAFKA_MAX_REQUEST_SIZE = env_int("KAFKA_MAX_REQUEST_SIZE", 1_048_576)
 
 # --- Celery (CELERY_* names map to Celery settings through the CELERY namespace) ---
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://localhost/")
