@@ -17,10 +17,11 @@ _producer = None
 
 
 def _records(request) -> list[parsing.Record]:
-    return parsing.build_records(
-        parsing.parse_events(request.body),
+    return parsing.parse_records(
+        request.body,
         max_events=settings.INGEST_MAX_EVENTS_PER_REQUEST,
         max_id_length=settings.INGEST_MAX_ID_LENGTH,
+        max_record_bytes=settings.KAFKA_MAX_REQUEST_SIZE,
     )
 
 

@@ -1,16 +1,44 @@
-"""Turn a request body into validated Kafka records, or say exactly what is wrong with it."""
+"""Turn a request body into validated Kafka records, or say exactly what is wrong with it.
+
+An event is accepted only if it can be delivered exactly as sent: its bytes become the record
+value unchanged, so they must be strict RFC 8259 JSON (UTF-8, no lone surrogates, no NaN or
+Infinity, no number that overflows a double) and fit in one Kafka record. msgspec checks that in
+C; memory and work stay bounded by the event limit before any event is decoded.
+"""
 
 import json
+import math
 import re
 import zlib
 from dataclasses import dataclass
 from functools import lru_cache
+from json.scanner import make_scanner
+
+import msgspec
 
 from .errors import ApiError, bad_request
 from .ids import uuid7
 
 ACCEPTED_CONTENT_TYPES = ("application/json", "text/plain", "")
 GZIP_WINDOW_BITS = 16 + zlib.MAX_WBITS
+GZIP_MAGIC = b"\x1f\x8b"
+JSON_WHITESPACE = b" \t\r\n"
+# What a record adds to its value, key and id in a produce request (record and batch headers,
+# the event-id header name); an event must leave this much room under KAFKA_MAX_REQUEST_SIZE.
+RECORD_OVERHEAD_BYTES = 512
+
+
+class _Envelope(msgspec.Struct, forbid_unknown_fields=True):
+    """A body of the form {"events": [...]}; any other member makes it a single event."""
+
+    events: msgspec.Raw
+
+
+_ENVELOPE = msgspec.json.Decoder(_Envelope)
+_RAW_EVENTS = msgspec.json.Decoder(list[msgspec.Raw])
+_EVENT = msgspec.json.Decoder()
+# Only finds where each element of an oversized array ends; msgspec validates each one after.
+_SCAN_ELEMENT = make_scanner(json.JSONDecoder())
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,71 +71,243 @@ def decode_body(body: bytes, *, content_encoding: str, max_decompressed_bytes: i
             "unsupported_encoding",
             f"Content-Encoding {encoding!r} is not supported; use gzip or none.",
         )
-    decompressor = zlib.decompressobj(GZIP_WINDOW_BITS)
-    try:
-        decoded = decompressor.decompress(body, max_decompressed_bytes)
-        if decompressor.unconsumed_tail:
-            raise body_too_large(f"decompressed body exceeds {max_decompressed_bytes} bytes")
-        decoded += decompressor.flush()
-    except zlib.error as error:
-        raise bad_request(f"body is not valid gzip: {error}", code="invalid_encoding") from error
-    if not decompressor.eof:
-        raise bad_request("gzip body is truncated", code="invalid_encoding")
-    return decoded
+    return gunzip(body, max_bytes=max_decompressed_bytes)
+
+
+def gunzip(body: bytes, *, max_bytes: int) -> bytes:
+    """Decompress every gzip member of `body` (RFC 1952 allows several), at most `max_bytes`."""
+    members = []
+    total = 0
+    remaining = body
+    while True:
+        decompressor = zlib.decompressobj(GZIP_WINDOW_BITS)
+        try:
+            member = decompressor.decompress(remaining, max_bytes - total + 1)
+        except zlib.error as error:
+            raise bad_request(
+                f"body is not valid gzip: {error}", code="invalid_encoding"
+            ) from error
+        total += len(member)
+        if total > max_bytes:
+            raise body_too_large(f"decompressed body exceeds {max_bytes} bytes")
+        if not decompressor.eof:
+            raise bad_request("gzip body is truncated", code="invalid_encoding")
+        members.append(member)
+        remaining = decompressor.unused_data
+        if not remaining:
+            return b"".join(members)
+        if not remaining.startswith(GZIP_MAGIC):
+            raise bad_request(
+                f"{len(remaining)} bytes after the last gzip member are not gzip",
+                code="invalid_encoding",
+            )
 
 
 def body_too_large(message: str) -> ApiError:
     return ApiError(413, "body_too_large", message)
 
 
-def _reject_constant(name: str):
-    raise ValueError(f"{name} is not valid JSON")
+def parse_records(
+    body: bytes, *, max_events: int, max_id_length: int, max_record_bytes: int
+) -> list[Record]:
+    """Validate a body (an object, an array, or {"events": [...]}) and return its records.
 
-
-def parse_events(body: bytes) -> list:
-    """Return the list of events a body holds: an object, an array, or {"events": [...]}."""
-    try:
-        document = json.loads(body, parse_constant=_reject_constant)
-    except (ValueError, RecursionError) as error:
-        raise bad_request(f"body is not valid JSON: {error}", code="invalid_json") from error
-    if isinstance(document, dict) and set(document) == {"events"}:
-        document = document["events"]
-        if not isinstance(document, list):
-            raise bad_request('"events" must be an array of objects', code="invalid_body")
-    if isinstance(document, dict):
-        return [document]
-    if isinstance(document, list):
-        return document
-    raise bad_request("body must be a JSON object or an array of objects", code="invalid_body")
-
-
-def build_records(events: list, *, max_events: int, max_id_length: int) -> list[Record]:
-    """Validate every event and return its record; one bad event rejects the whole request."""
+    One bad event rejects the whole request: nothing of it is accepted.
+    """
+    events = split_events(body, max_events=max_events)
     if not events:
         raise bad_request("the batch holds no events", code="invalid_body")
-    if len(events) > max_events:
-        raise ApiError(
-            413,
-            "too_many_events",
-            f"{len(events)} events in one request; the limit is {max_events}",
+    return [
+        _record(
+            index,
+            raw,
+            max_id_length=max_id_length,
+            max_record_bytes=max_record_bytes,
         )
+        for index, raw in enumerate(events)
+    ]
+
+
+def split_events(body: bytes, *, max_events: int) -> list[bytes]:
+    """Return the raw JSON text of each event in the body, refusing more than `max_events`."""
+    document = body.strip(JSON_WHITESPACE)
+    if document.startswith(b"{"):
+        try:
+            events = bytes(_ENVELOPE.decode(document).events)
+        except msgspec.ValidationError:
+            return [document]  # any object but {"events": ...} is one event
+        except (msgspec.DecodeError, RecursionError) as error:
+            raise _rejection(document, error) from error
+        if not events.startswith(b"["):
+            raise bad_request('"events" must be an array of objects', code="invalid_body")
+        document = events
+    if not document.startswith(b"["):
+        _decode_strictly(document)  # says invalid_json for what is not JSON at all
+        raise bad_request("body must be a JSON object or an array of objects", code="invalid_body")
+    # An array of n elements holds at most n - 1 commas, so this bound keeps msgspec from
+    # building more than max_events elements; past it, elements are counted one at a time.
+    if document.count(b",") < max_events:
+        try:
+            return [bytes(raw) for raw in _RAW_EVENTS.decode(document)]
+        except (msgspec.DecodeError, RecursionError) as error:
+            raise _rejection(document, error) from error
+    return _scan_elements(document, max_events=max_events)
+
+
+def _scan_elements(document: bytes, *, max_events: int) -> list[bytes]:
+    """Cut a large array into its elements, stopping as soon as there are too many."""
+    try:
+        text = document.decode()
+    except UnicodeDecodeError as error:
+        raise bad_request(f"body is not valid UTF-8: {error}", code="invalid_json") from error
+    elements = []
+    position = _skip_whitespace(text, 1)
+    if text[position : position + 1] == "]":
+        return elements
+    while True:
+        if len(elements) == max_events:
+            raise too_many_events(f"more than {max_events} events in one request", max_events)
+        try:
+            _, end = _SCAN_ELEMENT(text, position)
+        except (StopIteration, ValueError, RecursionError) as error:
+            raise bad_request(
+                f"body is not valid JSON near character {position}", code="invalid_json"
+            ) from error
+        elements.append(text[position:end].encode())
+        position = _skip_whitespace(text, end)
+        separator = text[position : position + 1]
+        if separator == "]" and not text[position + 1 :].strip():
+            return elements
+        if separator != ",":
+            raise bad_request(
+                f"body is not valid JSON near character {position}", code="invalid_json"
+            )
+        position = _skip_whitespace(text, position + 1)
+
+
+def _skip_whitespace(text: str, position: int) -> int:
+    while position < len(text) and text[position] in " \t\r\n":
+        position += 1
+    return position
+
+
+def too_many_events(message: str, max_events: int) -> ApiError:
+    return ApiError(413, "too_many_events", f"{message}; the limit is {max_events}")
+
+
+def _record(index: int, raw: bytes, *, max_id_length: int, max_record_bytes: int) -> Record:
+    if len(raw) + RECORD_OVERHEAD_BYTES > max_record_bytes:
+        raise event_too_large(index, len(raw), max_record_bytes)
+    try:
+        event = _EVENT.decode(raw)
+    except (msgspec.DecodeError, RecursionError) as error:
+        raise _rejection(raw, error, index=index) from error
+    if not isinstance(event, dict):
+        raise bad_request(f"event {index} is not a JSON object")
+    event_id = event.get("id")
+    if event_id is None:
+        event_id = uuid7()
+    elif not isinstance(event_id, str) or not 0 < len(event_id) <= max_id_length:
+        raise bad_request(
+            f'event {index}: "id" must be a non-empty string of at most {max_id_length} characters'
+        )
+    key = event.get("key")
+    if key is not None and not isinstance(key, str):
+        raise bad_request(f'event {index}: "key" must be a string')
+    size = len(raw) + len(event_id.encode()) + len(key.encode() if key else b"")
+    if size + RECORD_OVERHEAD_BYTES > max_record_bytes:
+        raise event_too_large(index, size, max_record_bytes)
+    # msgspec accepted the bytes, so they are UTF-8 and decode without a check.
+    return Record(event_id, key, raw.decode())
+
+
+def records_from_objects(
+    events: list[dict], *, max_id_length: int, max_record_bytes: int
+) -> list[Record]:
+    """Return records for events built in the gateway (query parameters), encoded strictly."""
     records = []
     for index, event in enumerate(events):
-        if not isinstance(event, dict):
-            raise bad_request(f"event {index} is not a JSON object")
-        event_id = event.get("id")
-        if event_id is None:
-            event_id = uuid7()
-        elif not isinstance(event_id, str) or not 0 < len(event_id) <= max_id_length:
-            raise bad_request(
-                f'event {index}: "id" must be a non-empty string of at most {max_id_length} '
-                "characters"
-            )
-        key = event.get("key")
-        if key is not None and not isinstance(key, str):
-            raise bad_request(f'event {index}: "key" must be a string')
-        records.append(Record(event_id, key, json.dumps(event, separators=(",", ":"))))
+        try:
+            raw = msgspec.json.encode(event)
+        except (msgspec.EncodeError, UnicodeEncodeError) as error:
+            raise bad_request(f"event {index} cannot be encoded as JSON: {error}") from error
+        records.append(
+            _record(index, raw, max_id_length=max_id_length, max_record_bytes=max_record_bytes)
+        )
     return records
+
+
+def event_too_large(index: int, size: int, max_record_bytes: int) -> ApiError:
+    limit = max_record_bytes - RECORD_OVERHEAD_BYTES
+    return ApiError(
+        413,
+        "event_too_large",
+        f"event {index} is {size} bytes with its id and key; one event may be at most {limit}",
+    )
+
+
+def _rejection(document: bytes, error: Exception, *, index: int | None = None) -> ApiError:
+    """Name the event and field that make a body lenient-only JSON, or call it malformed.
+
+    `index` is the event's when `document` is one event; otherwise a top-level array's
+    elements are events, and a top-level object is event 0.
+    """
+    problem = None
+    try:
+        lenient = json.loads(document)
+        if index is None and isinstance(lenient, dict) and set(lenient) == {"events"}:
+            lenient = lenient["events"]
+        if isinstance(lenient, list) and index is None:
+            for position, event in enumerate(lenient):
+                if problem := _find_unencodable(event, path=""):
+                    index = position
+                    break
+        else:
+            problem = _find_unencodable(lenient, path="")
+    except (ValueError, RecursionError):
+        pass  # not JSON even to a lenient parser
+    if problem is None:
+        reason = "nested too deeply" if isinstance(error, RecursionError) else error
+        return bad_request(f"body is not valid JSON: {reason}", code="invalid_json")
+    return bad_request(
+        f"event {index or 0}: {problem}; events must be strict UTF-8 JSON (RFC 8259)"
+    )
+
+
+def _decode_strictly(document: bytes) -> object:
+    try:
+        return _EVENT.decode(document)
+    except (msgspec.DecodeError, RecursionError) as error:
+        raise bad_request(f"body is not valid JSON: {error}", code="invalid_json") from error
+
+
+def _find_unencodable(value, *, path: str) -> str | None:
+    label = f'"{path}"' if path else "the event"
+    if isinstance(value, str):
+        return _surrogate_problem(value, label)
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{label} is {value!r}, not a finite JSON number"
+    items = ()
+    if isinstance(value, dict):
+        items = ((f"{path}.{name}" if path else name, item) for name, item in value.items())
+        for name in value:
+            if problem := _surrogate_problem(name, f"the member name {name!r}"):
+                return problem
+    elif isinstance(value, list):
+        items = ((f"{path}[{position}]", item) for position, item in enumerate(value))
+    for member, item in items:
+        if problem := _find_unencodable(item, path=member):
+            return problem
+    return None
+
+
+def _surrogate_problem(text: str, label: str) -> str | None:
+    try:
+        text.encode()
+    except UnicodeEncodeError as error:
+        code_point = ord(text[error.start])
+        return f"{label} holds a lone UTF-16 surrogate (\\u{code_point:04x})"
+    return None
 
 
 @lru_cache(maxsize=64)

@@ -41,38 +41,58 @@ def api_view(*methods: str):
     return decorate
 
 
-def read_body(request) -> bytes:
-    limit = settings.INGEST_MAX_BODY_BYTES
+def declared_length(request) -> int | None:
+    """Return the Content-Length, None for a chunked body, refusing one over the body limit."""
+    raw = request.META.get("CONTENT_LENGTH") or ""
+    if not raw and "chunked" in request.META.get("HTTP_TRANSFER_ENCODING", "").lower():
+        return None
     try:
-        declared = int(request.META.get("CONTENT_LENGTH") or 0)
+        declared = int(raw or 0)
     except ValueError as error:
         raise ApiError(400, "invalid_request", "Content-Length is not a number") from error
+    limit = settings.INGEST_MAX_BODY_BYTES
     if declared > limit:
         raise parsing.body_too_large(f"body of {declared} bytes exceeds {limit} bytes")
-    return request.body
+    return declared
+
+
+def read_body(request, declared: int | None) -> bytes:
+    """Read the body: Content-Length bytes, or a chunked body up to the body limit."""
+    if declared is not None:
+        return request.body
+    # Django reads only Content-Length bytes; cheroot undoes the chunking on wsgi.input.
+    limit = settings.INGEST_MAX_BODY_BYTES
+    body = request.environ["wsgi.input"].read(limit + 1)
+    if len(body) > limit:
+        raise parsing.body_too_large(f"chunked body exceeds {limit} bytes")
+    return body
 
 
 @api_view("POST")
 def post_events(request, topic: str):
     """Accept one event or a batch of events for a topic."""
-    request.ingest_topic = ""  # until the topic is known to be valid
+    # Everything that needs no body comes first, so a request that will be refused costs no
+    # read, decompression or parse; stats count a topic only once it is valid and authorized.
+    request.ingest_topic = ""
     source = authenticate(request)
     parsing.check_topic(
         topic, allowlist=settings.KAFKA_TOPIC_ALLOWLIST, pattern=settings.KAFKA_TOPIC_PATTERN
     )
-    request.ingest_topic = topic
     keys.authorize_topic(source, topic)
+    request.ingest_topic = topic
     ack = services.parse_ack_level(request.GET.get("ack") or request.META.get(ACK_HEADER))
     parsing.check_content_type(request.META.get("CONTENT_TYPE", ""))
+    declared = declared_length(request)
     body = parsing.decode_body(
-        read_body(request),
+        read_body(request, declared),
         content_encoding=request.META.get("HTTP_CONTENT_ENCODING", ""),
         max_decompressed_bytes=settings.INGEST_MAX_DECOMPRESSED_BYTES,
     )
-    records = parsing.build_records(
-        parsing.parse_events(body),
+    records = parsing.parse_records(
+        body,
         max_events=settings.INGEST_MAX_EVENTS_PER_REQUEST,
         max_id_length=settings.INGEST_MAX_ID_LENGTH,
+        max_record_bytes=settings.KAFKA_MAX_REQUEST_SIZE,
     )
     acceptance = services.accept_events(source=source, topic=topic, records=records, ack=ack)
     return json_response(acceptance.as_json(), status=202)
@@ -81,15 +101,19 @@ def post_events(request, topic: str):
 @api_view("GET")
 def show(request):
     """Accept the query parameters as one event on the default topic (tracking pixels)."""
-    topic = request.ingest_topic = settings.KAFKA_DEFAULT_TOPIC
+    topic = settings.KAFKA_DEFAULT_TOPIC
+    request.ingest_topic = ""
     source = authenticate(request)
     keys.authorize_topic(source, topic)
+    request.ingest_topic = topic
     event = {
         name: values[0] if len(values) == 1 else values for name, values in request.GET.lists()
     }
     ack = services.parse_ack_level(request.META.get(ACK_HEADER))
-    records = parsing.build_records(
-        [event], max_events=1, max_id_length=settings.INGEST_MAX_ID_LENGTH
+    records = parsing.records_from_objects(
+        [event],
+        max_id_length=settings.INGEST_MAX_ID_LENGTH,
+        max_record_bytes=settings.KAFKA_MAX_REQUEST_SIZE,
     )
     acceptance = services.accept_events(source=source, topic=topic, records=records, ack=ack)
     return json_response(acceptance.as_json(), status=202)

@@ -1,4 +1,5 @@
 import gzip
+import io
 import json
 
 import pytest
@@ -31,7 +32,8 @@ def test_post_one_event_answers_202_after_the_publish(client, gateway, publisher
     assert body["accepted"] == 1
     assert body["ids"] == ["e1"]
     assert body["ack"] == "durable"
-    assert publisher.records == [["clicks", "e1", "user-1", '{"id":"e1","key":"user-1","n":1}']]
+    value = '{"id": "e1", "key": "user-1", "n": 1}'  # exactly as sent
+    assert publisher.records == [["clicks", "e1", "user-1", value]]
     batch_id, first, count = body["receipt"].split(".")
     assert (batch_id, first, count) == (publisher.batches[0].batch_id, "0", "1")
 
@@ -229,3 +231,60 @@ def test_receipt_of_a_dead_letter_gives_the_reason(client):
 @pytest.mark.django_db
 def test_receipt_that_is_not_ours_is_unknown(client):
     assert client.get("/api/v1/receipts/whatever").json()["status"] == "unknown"
+
+
+class UnreadableBody(io.BytesIO):
+    """A request body the view must not read."""
+
+    def read(self, *args):
+        raise AssertionError("the body was read")
+
+
+def test_a_chunked_body_is_read_up_to_the_limit(client, gateway, publisher, settings):
+    chunked = {"CONTENT_LENGTH": "", "HTTP_TRANSFER_ENCODING": "chunked"}
+    body = b'[{"id": "c1"}, {"id": "c2"}]'
+    response = post(client, body, **chunked, **{"wsgi.input": io.BytesIO(body)})
+    assert response.status_code == 202, response.content
+    assert [record[1] for record in publisher.records] == ["c1", "c2"]
+    settings.INGEST_MAX_BODY_BYTES = 10
+    response = post(client, body, **chunked, **{"wsgi.input": io.BytesIO(body)})
+    assert_error(response, 413, "body_too_large")
+
+
+@pytest.mark.parametrize(
+    "settings_changes, headers, status",
+    [
+        ({"INGEST_REQUIRE_API_KEYS": True}, {}, 401),
+        ({"KAFKA_TOPIC_ALLOWLIST": ["views"]}, {}, 404),
+        ({}, {"HTTP_X_INGEST_ACK": "maybe"}, 400),
+        ({}, {"CONTENT_LENGTH": str(10**9)}, 413),
+    ],
+)
+def test_requests_refused_by_their_headers_never_read_the_body(
+    client, gateway, settings, settings_changes, headers, status
+):
+    for name, value in settings_changes.items():
+        setattr(settings, name, value)
+    response = post(client, b"{}", **{"wsgi.input": UnreadableBody(), **headers})
+    assert response.status_code == status, response.content
+
+
+def test_events_that_cannot_be_delivered_as_sent_are_400(client, gateway, publisher):
+    body = assert_error(post(client, b'[{"n": 1}, {"key": "\\ud800"}]'), 400, "invalid_event")
+    assert 'event 1: "key" holds a lone UTF-16 surrogate' in body["message"]
+    assert_error(post(client, b'{"v": 1e999}'), 400, "invalid_event")
+    assert publisher.records == []
+
+
+def test_an_event_over_the_record_size_is_413(client, gateway, publisher, settings):
+    settings.KAFKA_MAX_REQUEST_SIZE = 2_000
+    assert_error(post(client, [{"n": 1}, {"pad": "x" * 2_000}]), 413, "event_too_large")
+    assert publisher.records == []
+
+
+def test_a_late_confirm_is_a_late_202_not_a_503(client, gateway, publisher, settings):
+    # The publisher holds the batch past one publish timeout, as a slow broker's confirm would.
+    publisher.delay_s = settings.INGEST_PUBLISH_TIMEOUT_S + 0.5
+    response = post(client, {"id": "late"})
+    assert response.status_code == 202, response.content
+    assert [record[1] for record in publisher.records] == ["late"]
