@@ -26,6 +26,10 @@ class BatcherClosed(Exception):
     """The batcher is shutting down and takes no new events."""
 
 
+class PublishAbandoned(Exception):
+    """A batch waited for a flusher past its start deadline; it was never published."""
+
+
 @dataclass
 class Batch:
     """Events from one or more requests that are published as one broker message."""
@@ -35,6 +39,7 @@ class Batch:
     nbytes: int = 0
     published: threading.Event = field(default_factory=threading.Event)
     error: BaseException | None = None
+    opened_at: float = field(default_factory=time.monotonic)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +68,7 @@ class Batcher:
         pending_max_events: int,
         pending_max_bytes: int,
         flushers: int = 2,
+        start_deadline_s: float = float("inf"),
     ):
         self._publish = publish
         self._max_events = max_events
@@ -70,6 +76,7 @@ class Batcher:
         self._max_wait_s = max_wait_s
         self._pending_max_events = pending_max_events
         self._pending_max_bytes = pending_max_bytes
+        self._start_deadline_s = start_deadline_s
         self._condition = threading.Condition()
         self._open: Batch | None = None
         self._sealed: deque[Batch] = deque()
@@ -156,7 +163,12 @@ class Batcher:
 
     def _flush_forever(self) -> None:
         while (batch := self._next_batch()) is not None:
+            waited = time.monotonic() - batch.opened_at
             try:
+                # Its requests stop waiting at a bound and are answered 503; a batch that could
+                # not even start publishing by then must never reach the broker after that 503.
+                if waited > self._start_deadline_s:
+                    raise PublishAbandoned(f"no flusher was free for {waited:.1f}s")
                 self._publish(batch)
             except Exception as error:  # every failure must reach the waiting requests
                 logger.warning("publishing batch %s failed: %r", batch.batch_id, error)

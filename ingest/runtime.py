@@ -15,6 +15,20 @@ logger = logging.getLogger(__name__)
 
 OUTCOME_POLL_INTERVAL_S = 0.05
 OUTCOME_POLL_ERROR_BACKOFF_S = 1.0
+# TaskPublisher tries a publish twice, the second time on a new connection.
+PUBLISH_ATTEMPTS = 2
+PUBLISH_WAIT_MARGIN_S = 1.0
+
+
+def publish_start_deadline_s() -> float:
+    """Return how long a batch may wait for a flusher before it is abandoned, unpublished."""
+    return settings.INGEST_BATCH_MAX_WAIT_MS / 1000 + settings.INGEST_PUBLISH_TIMEOUT_S
+
+
+def publish_wait_s() -> float:
+    """Return how long a request waits for its batch: past it no publish can still succeed."""
+    attempt = settings.CELERY_BROKER_CONNECTION_TIMEOUT + settings.INGEST_PUBLISH_TIMEOUT_S
+    return publish_start_deadline_s() + PUBLISH_ATTEMPTS * attempt + PUBLISH_WAIT_MARGIN_S
 
 
 class BacklogMonitor:
@@ -138,6 +152,7 @@ def _build_gateway() -> Gateway:
             pending_max_events=settings.INGEST_PENDING_MAX_EVENTS,
             pending_max_bytes=settings.INGEST_PENDING_MAX_BYTES,
             flushers=settings.INGEST_FLUSHERS,
+            start_deadline_s=publish_start_deadline_s(),
         ),
         backlog=BacklogMonitor(
             read_depth=QueueDepthReader(),

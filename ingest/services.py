@@ -82,13 +82,19 @@ def accept_events(
 
 
 def _wait_until_published(ticket: Ticket, *, retry_after: int) -> None:
+    """Wait until the broker confirmed the batch or its publish failed for good.
+
+    The wait outlasts every attempt a flusher can make, so a batch is never confirmed after its
+    requests were told 503. One case stays open: a confirm lost after the broker took the
+    message (a timeout); those events may still be delivered (README, "Errors").
+    """
     batch = ticket.batch
-    timeout = settings.INGEST_BATCH_MAX_WAIT_MS / 1000 + settings.INGEST_PUBLISH_TIMEOUT_S
-    if not batch.published.wait(timeout):
+    if not batch.published.wait(runtime.publish_wait_s()):
         raise unavailable("the broker did not confirm in time", retry_after=retry_after)
     if batch.error is not None:
         raise unavailable(
-            f"the broker is unreachable: {type(batch.error).__name__}", retry_after=retry_after
+            f"the broker did not take the batch: {type(batch.error).__name__}",
+            retry_after=retry_after,
         )
 
 

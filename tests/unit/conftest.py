@@ -1,4 +1,5 @@
 import threading
+import time
 
 import pytest
 
@@ -35,11 +36,13 @@ class RecordingPublisher:
     def __init__(self):
         self.batches = []
         self.error = None
+        self.delay_s = 0.0
         self.gate = threading.Event()
         self.gate.set()
 
     def __call__(self, batch):
         self.gate.wait(5)
+        time.sleep(self.delay_s)  # a broker that is slow to confirm
         if self.error is not None:
             raise self.error
         self.batches.append(batch)

@@ -3,7 +3,7 @@ import time
 
 import pytest
 
-from ingest.batcher import Batcher, BatcherClosed, BatcherFull
+from ingest.batcher import Batcher, BatcherClosed, BatcherFull, PublishAbandoned
 from ingest.parsing import Record
 
 
@@ -133,4 +133,26 @@ def test_many_threads_lose_nothing(publisher):
     ids = [record[1] for record in publisher.records]
     assert len(ids) == len(set(ids)) == 1_600
     assert len(publisher.batches) < 1_600
+    batcher.close(timeout=1)
+
+
+def test_a_batch_no_flusher_started_by_its_deadline_is_never_published(publisher):
+    entered = threading.Event()
+
+    def publish_slowly(batch):
+        entered.set()
+        publisher(batch)
+
+    publisher.gate.clear()  # the only flusher is stuck publishing the first batch
+    batcher = make_batcher(publish_slowly, max_wait_s=0.001, start_deadline_s=0.2)
+    stuck = batcher.submit(topic="t", records=make_records(1))
+    assert entered.wait(2)
+    late = batcher.submit(topic="t", records=make_records(1))
+    time.sleep(0.3)  # past the second batch's start deadline, which is what is under test
+    publisher.gate.set()
+    assert stuck.batch.published.wait(2) and late.batch.published.wait(2)
+    assert stuck.batch.error is None
+    assert isinstance(late.batch.error, PublishAbandoned)
+    assert [batch.batch_id for batch in publisher.batches] == [stuck.batch.batch_id]
+    assert batcher.pending == (0, 0)
     batcher.close(timeout=1)
