@@ -19,12 +19,15 @@ def _error(description: str, *, retry_after: bool = False) -> dict:
 
 
 ERRORS = {
-    "400": _error("The request or one of its events is invalid; nothing was accepted."),
+    "400": _error(
+        "The request or one of its events is invalid (the message names the event and field);"
+        " nothing was accepted."
+    ),
     "401": _error("The API key is missing (where keys are required) or not valid."),
     "403": _error("The source may not send to this topic."),
     "404": _error("No such endpoint, or the topic is not accepted by this gateway."),
     "405": _error("The method is not allowed on this endpoint."),
-    "413": _error("The body or the number of events is over the limit."),
+    "413": _error("The body, the number of events or one event's size is over the limit."),
     "415": _error("Unsupported Content-Type or Content-Encoding."),
     "429": _error("The source is over its rate limit.", retry_after=True),
     "503": _error("The broker is unreachable or backlogged; retry later.", retry_after=True),
