@@ -104,7 +104,7 @@ def test_key_cache_reload_on_the_fast_path_closes_its_connection(
 ):
     settings.INGEST_REQUIRE_API_KEYS = True
     monkeypatch.setattr(keys, "_cache", None)
-    source = Source(name="shop")
+    source = Source(name="shop", allowed_topics="*")
     key = keys.issue_key(source)
     source.save()
     connection.close()
