@@ -101,9 +101,7 @@ def degrading_cache(loader, **overrides) -> keys.KeyCache:
     return keys.KeyCache(load=loader, **{**options, **overrides})
 
 
-def test_failed_reload_answers_from_the_stale_table_and_retries_once_per_interval(
-    clock, caplog
-):
+def test_failed_reload_answers_from_the_stale_table_and_retries_once_per_interval(clock, caplog):
     loader = FakeLoader()
     cache = degrading_cache(loader)
     assert cache.lookup("h") is SHOP
