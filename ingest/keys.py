@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass
 
 from django.conf import settings
+from django.db import connection, transaction
 
 from .errors import ApiError
 
@@ -159,18 +160,26 @@ class KeyCache:
 
 
 def load_sources() -> dict[str, SourceInfo]:
+    """Read every enabled source, waiting for PostgreSQL no longer than a connection may take."""
     from .models import Source
 
-    return {
-        source.key_hash: SourceInfo(
-            name=source.name,
-            topics=frozenset(source.topic_list()),
-            max_events_per_s=source.max_events_per_s,
-            max_bytes_per_s=source.max_bytes_per_s,
-            every_topic=source.allows_every_topic(),
-        )
-        for source in Source.objects.filter(enabled=True)
-    }
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT set_config('statement_timeout', %s, true)",
+                    [f"{settings.DATABASE_CONNECT_TIMEOUT_S * 1000:.0f}"],
+                )
+        return {
+            source.key_hash: SourceInfo(
+                name=source.name,
+                topics=frozenset(source.topic_list()),
+                max_events_per_s=source.max_events_per_s,
+                max_bytes_per_s=source.max_bytes_per_s,
+                every_topic=source.allows_every_topic(),
+            )
+            for source in Source.objects.filter(enabled=True)
+        }
 
 
 class TokenBucket:

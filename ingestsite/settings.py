@@ -153,8 +153,8 @@ DATABASES = {
         conn_health_checks=True,
     )
 }
-# Seconds a new PostgreSQL connection may take: a key-cache load of a cold process waits no
-# longer before it answers 503 (ingest/keys.py), instead of hanging on an unreachable database.
+# Seconds a new PostgreSQL connection may take, and the key cache's query (ingest/keys.py): a
+# cold process answers keyed requests 503 instead of hanging on an unreachable database.
 DATABASE_CONNECT_TIMEOUT_S = env_int("DATABASE_CONNECT_TIMEOUT_S", 5)
 if DATABASES["default"]["ENGINE"].endswith("postgresql"):
     DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = DATABASE_CONNECT_TIMEOUT_S

@@ -1,5 +1,6 @@
 import json
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -331,7 +332,9 @@ def test_key_checks_and_rate_limits_cost_no_query_per_request(
 ):
     _, key = make_source(max_events_per_s=3)
     _, other_key = make_source(name="other")
-    with django_assert_num_queries(1):  # the first request loads the whole source table
+    # The first request loads the whole source table: one SELECT under a statement timeout, in
+    # a transaction (a savepoint inside the test's own).
+    with django_assert_num_queries(4):
         assert post(client, {"n": 0}, HTTP_X_API_KEY=other_key).status_code == 202
     with django_assert_num_queries(0):
         statuses = [post(client, {"n": n}, HTTP_X_API_KEY=key).status_code for n in range(5)]
@@ -498,3 +501,21 @@ def test_migration_0004_turns_empty_topic_lists_into_every_topic():
     assert topics == {"old": "*", "spaces": "*", "listed": "orders"}
     migration.wildcard_to_empty_topics(apps, None)
     assert Source.objects.get(name="old").allowed_topics == ""
+
+
+def test_loading_the_source_table_gives_up_when_postgresql_does_not_answer(
+    transactional_db, settings
+):
+    import psycopg
+    from django.db import DatabaseError, connection
+
+    settings.DATABASE_CONNECT_TIMEOUT_S = 0.3
+    database = connection.settings_dict
+    with psycopg.connect(
+        host=database["HOST"], port=database["PORT"], user=database["USER"], dbname=database["NAME"]
+    ) as locker:
+        locker.execute("LOCK TABLE ingest_source IN ACCESS EXCLUSIVE MODE")
+        started = time.monotonic()
+        with pytest.raises(DatabaseError, match="statement timeout"):
+            keys.load_sources()
+        assert time.monotonic() - started < 3
