@@ -49,6 +49,7 @@ def measure(args: argparse.Namespace, *, kafka_address: str, database_url: str) 
         KAFKA_BOOTSTRAP_SERVERS=kafka_address,
         CELERY_BROKER_URL=os.environ.get("CELERY_BROKER_URL", "amqp://guest:guest@127.0.0.1//"),
         SECRET_KEY=os.environ.get("SECRET_KEY", "bench-only-secret"),
+        ALLOWED_HOSTS="127.0.0.1,localhost",
         LOG_LEVEL="WARNING",
         INGEST_STATS_ENABLED="false",
     )

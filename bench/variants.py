@@ -20,7 +20,7 @@ IDLE_SESSION_TIMEOUT_S = 10
 ISSUE_KEY = """
 from ingest.keys import issue_key
 from ingest.models import Source
-source = Source(name="bench")
+source = Source(name="bench", allowed_topics="*")
 key = issue_key(source)
 source.save()
 print(key)

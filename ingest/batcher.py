@@ -50,10 +50,6 @@ class Ticket:
     first_index: int
     count: int
 
-    @property
-    def receipt_id(self) -> str:
-        return f"{self.batch.batch_id}.{self.first_index}.{self.count}"
-
 
 class Batcher:
     """Collect records from request threads and publish them in batches from flusher threads."""

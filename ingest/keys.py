@@ -1,6 +1,7 @@
 """Sources and their API keys, checked against an in-process cache; rate limits per source."""
 
 import hashlib
+import logging
 import math
 import secrets
 import threading
@@ -8,8 +9,11 @@ import time
 from dataclasses import dataclass
 
 from django.conf import settings
+from django.db import connection, transaction
 
 from .errors import ApiError
+
+logger = logging.getLogger(__name__)
 
 KEY_BYTES = 32
 KEY_PREFIX_LENGTH = 8
@@ -23,9 +27,26 @@ class SourceInfo:
     topics: frozenset[str]
     max_events_per_s: int | None
     max_bytes_per_s: int | None
+    every_topic: bool = False  # the source's allowed topics are "*"
 
 
-ANONYMOUS = SourceInfo(name="", topics=frozenset(), max_events_per_s=None, max_bytes_per_s=None)
+# Without required keys, a request that sends no key may write to every topic.
+ANONYMOUS = SourceInfo(
+    name="", topics=frozenset(), max_events_per_s=None, max_bytes_per_s=None, every_topic=True
+)
+
+
+class SourcesUnavailable(Exception):
+    """The source table cannot be read and no usable copy of it is in memory."""
+
+
+class RateLimited(Exception):
+    """A source is over its events/s or bytes/s limit; `retry_after` says when to try again."""
+
+    def __init__(self, message: str, *, retry_after: int):
+        super().__init__(message)
+        self.message = message
+        self.retry_after = retry_after
 
 
 def generate_key() -> str:
@@ -45,52 +66,120 @@ def issue_key(source) -> str:
 
 
 class KeyCache:
-    """Every enabled source by key hash, reloaded with one query once `ttl_s` has passed."""
+    """Every enabled source by key hash, reloaded with one query once `ttl_s` has passed.
 
-    def __init__(self, *, ttl_s: float, load):
+    A failed reload leaves the previous table in use for up to `stale_grace_s` past its TTL;
+    it is tried again at most once per `retry_s`, by one thread, while the others answer from
+    the stale table. Without a usable table (never loaded, or stale past the grace) a lookup
+    raises SourcesUnavailable; a thread waits at most `cold_wait_s` for another one's load.
+    """
+
+    def __init__(
+        self,
+        *,
+        ttl_s: float,
+        load,
+        stale_grace_s: float = 0.0,
+        retry_s: float = 1.0,
+        cold_wait_s: float = 5.0,
+    ):
         self._ttl_s = ttl_s
         self._load = load
+        self._stale_grace_s = stale_grace_s
+        self._retry_s = retry_s
+        self._cold_wait_s = cold_wait_s
         self._sources: dict[str, SourceInfo] | None = None
-        self._loaded_at = 0.0
+        self._loaded_at = float("-inf")
+        self._fresh_until = float("-inf")
+        self._usable_until = float("-inf")
+        self._next_attempt_at = float("-inf")
         self._refresh_lock = threading.Lock()
 
     def lookup(self, key_hash: str) -> SourceInfo | None:
+        """Return the source of a key hash or None; raise SourcesUnavailable without a table."""
+        now = time.monotonic()
         sources = self._sources
-        if sources is None or time.monotonic() - self._loaded_at > self._ttl_s:
-            refreshed = self._refresh(blocking=sources is None)
-            if refreshed is not None:
-                sources = refreshed
+        if sources is None or now > self._usable_until:
+            sources = self._load_or_wait()
+        elif now > self._fresh_until and now >= self._next_attempt_at:
+            sources = self._refresh_in_passing()
         return sources.get(key_hash)
 
     def invalidate(self) -> None:
-        self._loaded_at = 0.0
+        """Reload with the next lookup; the current table stays usable meanwhile."""
+        self._fresh_until = float("-inf")
+        self._next_attempt_at = float("-inf")
 
-    def _refresh(self, *, blocking: bool) -> dict[str, SourceInfo] | None:
-        # One thread reloads; the others keep answering from the previous table meanwhile.
-        if not self._refresh_lock.acquire(blocking=blocking):
-            return None
+    def _refresh_in_passing(self) -> dict[str, SourceInfo]:
+        # One thread reloads; the others keep answering from the stale table meanwhile.
+        if self._refresh_lock.acquire(blocking=False):
+            try:
+                if time.monotonic() > self._fresh_until:
+                    self._try_load()
+            finally:
+                self._refresh_lock.release()
+        return self._sources
+
+    def _load_or_wait(self) -> dict[str, SourceInfo]:
+        if time.monotonic() < self._next_attempt_at:
+            raise SourcesUnavailable("the source table could not be read; retry later")
+        if not self._refresh_lock.acquire(timeout=self._cold_wait_s):
+            raise SourcesUnavailable("the source table is still loading; retry later")
         try:
-            if self._sources is not None and time.monotonic() - self._loaded_at <= self._ttl_s:
-                return self._sources
-            self._sources = self._load()
-            self._loaded_at = time.monotonic()
+            now = time.monotonic()
+            if self._sources is not None and now <= self._usable_until:
+                return self._sources  # loaded by the thread this one waited for
+            if now < self._next_attempt_at or not self._try_load():
+                raise SourcesUnavailable("the source table could not be read; retry later")
             return self._sources
         finally:
             self._refresh_lock.release()
 
+    def _try_load(self) -> bool:
+        """Load the table; on failure keep the old one and put the next attempt off."""
+        try:
+            sources = self._load()
+        except Exception as error:  # whatever broke the load, requests degrade instead of 500
+            self._next_attempt_at = time.monotonic() + self._retry_s
+            if self._sources is None:
+                logger.warning("cannot load the source table: %r", error)
+            else:
+                logger.warning(
+                    "cannot reload the source table; its copy is %.0fs old: %r",
+                    time.monotonic() - self._loaded_at,
+                    error,
+                )
+            return False
+        now = time.monotonic()
+        self._sources = sources
+        self._loaded_at = now
+        self._fresh_until = now + self._ttl_s
+        self._usable_until = self._fresh_until + self._stale_grace_s
+        self._next_attempt_at = float("-inf")
+        return True
+
 
 def load_sources() -> dict[str, SourceInfo]:
+    """Read every enabled source, waiting for PostgreSQL no longer than a connection may take."""
     from .models import Source
 
-    return {
-        source.key_hash: SourceInfo(
-            name=source.name,
-            topics=frozenset(source.topic_list()),
-            max_events_per_s=source.max_events_per_s,
-            max_bytes_per_s=source.max_bytes_per_s,
-        )
-        for source in Source.objects.filter(enabled=True)
-    }
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT set_config('statement_timeout', %s, true)",
+                    [f"{settings.DATABASE_CONNECT_TIMEOUT_S * 1000:.0f}"],
+                )
+        return {
+            source.key_hash: SourceInfo(
+                name=source.name,
+                topics=frozenset(source.topic_list()),
+                max_events_per_s=source.max_events_per_s,
+                max_bytes_per_s=source.max_bytes_per_s,
+                every_topic=source.allows_every_topic(),
+            )
+            for source in Source.objects.filter(enabled=True)
+        }
 
 
 class TokenBucket:
@@ -123,8 +212,19 @@ class RateLimiter:
         self._lock = threading.Lock()
         self._buckets: dict[tuple[str, str, int], TokenBucket] = {}
 
+    def admit(self, source: SourceInfo, *, declared_bytes: int) -> None:
+        """Before the body is read, raise RateLimited unless one event of that size could pass.
+
+        The declared Content-Length counts up to the byte bucket's capacity, as in check().
+        Nothing is taken: check() takes the exact amounts once the body is parsed.
+        """
+        self._pass(source, events=1, nbytes=declared_bytes, take=False)
+
     def check(self, source: SourceInfo, *, events: int, nbytes: int) -> None:
-        """Take the request from the source's buckets, or raise a 429 with Retry-After."""
+        """Take the request from the source's buckets, or raise RateLimited."""
+        self._pass(source, events=events, nbytes=nbytes, take=True)
+
+    def _pass(self, source: SourceInfo, *, events: int, nbytes: int, take: bool) -> None:
         limits = [
             (unit, rate, amount)
             for unit, rate, amount in (
@@ -141,14 +241,13 @@ class RateLimiter:
             for bucket, (unit, rate, amount) in zip(buckets, limits, strict=True):
                 wait = bucket.wait_for(amount, now=now)
                 if wait > 0:
-                    raise ApiError(
-                        429,
-                        "rate_limited",
+                    raise RateLimited(
                         f"source {source.name!r} is over its limit of {rate} {unit}/s",
                         retry_after=max(1, math.ceil(wait)),
                     )
-            for bucket, (_, _, amount) in zip(buckets, limits, strict=True):
-                bucket.take(amount)
+            if take:
+                for bucket, (_, _, amount) in zip(buckets, limits, strict=True):
+                    bucket.take(amount)
 
     def _bucket(self, name: str, unit: str, rate: int) -> TokenBucket:
         # The rate is part of the key so an edited limit takes effect with the next cache load.
@@ -171,7 +270,14 @@ def get_cache() -> KeyCache:
     if _cache is None:
         with _lock:
             if _cache is None:
-                _cache = KeyCache(ttl_s=settings.INGEST_KEY_CACHE_TTL_S, load=load_sources)
+                _cache = KeyCache(
+                    ttl_s=settings.INGEST_KEY_CACHE_TTL_S,
+                    load=load_sources,
+                    stale_grace_s=settings.INGEST_KEY_CACHE_STALE_GRACE_S,
+                    retry_s=settings.INGEST_KEY_CACHE_RETRY_S,
+                    # A first load waits for the database no longer than its connect timeout.
+                    cold_wait_s=settings.DATABASE_CONNECT_TIMEOUT_S,
+                )
     return _cache
 
 
@@ -193,7 +299,10 @@ def presented_key(meta: dict) -> str | None:
 
 
 def authenticate(meta: dict) -> SourceInfo:
-    """Return the request's source; a wrong key, or none where keys are required, is a 401."""
+    """Return the request's source; a wrong key, or none where keys are required, is a 401.
+
+    Raises SourcesUnavailable when the source table cannot be read (answered 503).
+    """
     key = presented_key(meta)
     if key is None:
         if settings.INGEST_REQUIRE_API_KEYS:
@@ -208,7 +317,8 @@ def authenticate(meta: dict) -> SourceInfo:
 
 
 def authorize_topic(source: SourceInfo, topic: str) -> None:
-    if source.topics and topic not in source.topics:
+    """Refuse a topic outside the source's allowed topics (every topic for "*")."""
+    if not source.every_topic and topic not in source.topics:
         raise ApiError(
             403, "forbidden_topic", f"source {source.name!r} may not send to topic {topic!r}"
         )

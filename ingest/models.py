@@ -1,5 +1,8 @@
 from django.db import models
 
+# Source.allowed_topics that lets a source write to every topic.
+EVERY_TOPIC = "*"
+
 
 class DeliveryOutcome(models.Model):
     """What became of one published batch; receipts and the `delivered` ack level read it."""
@@ -53,7 +56,9 @@ class Source(models.Model):
     key_hash = models.CharField(max_length=64, unique=True, editable=False)
     key_prefix = models.CharField(max_length=8, editable=False, help_text="first characters")
     allowed_topics = models.TextField(
-        blank=True, help_text="topic names separated by commas or spaces; empty allows every topic"
+        blank=True,
+        help_text='topic names separated by commas or spaces; "*" allows every topic, '
+        "empty allows none",
     )
     max_events_per_s = models.PositiveIntegerField(
         null=True, blank=True, help_text="events per second per gateway process; empty: no limit"
@@ -72,6 +77,9 @@ class Source(models.Model):
 
     def topic_list(self) -> list[str]:
         return self.allowed_topics.replace(",", " ").split()
+
+    def allows_every_topic(self) -> bool:
+        return EVERY_TOPIC in self.topic_list()
 
 
 class EventStat(models.Model):

@@ -12,7 +12,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from . import keys, producer, runtime, stats
+from . import keys, producer, receipts, runtime, stats
 from .batcher import BatcherClosed, BatcherFull, Ticket
 from .errors import ApiError, unavailable
 from .ids import uuid7_unix_seconds
@@ -52,6 +52,11 @@ class Acceptance:
         return body
 
 
+def admit_request(*, source: keys.SourceInfo, declared_bytes: int) -> None:
+    """Refuse a source already over its rate limit before its body is read or parsed."""
+    keys.get_limiter().admit(source, declared_bytes=declared_bytes)
+
+
 def accept_events(
     *, source: keys.SourceInfo, topic: str, records: list[Record], ack: str
 ) -> Acceptance:
@@ -73,12 +78,16 @@ def accept_events(
     if ack != "none":
         _wait_until_published(ticket, retry_after=retry_after)
     stats.count_accepted(topic=topic, source=source.name, events=len(records), nbytes=nbytes)
+    receipt = receipts.Receipt(
+        batch_id=ticket.batch.batch_id, first=ticket.first_index, count=ticket.count
+    )
+    receipt_id = receipt.signed_id(source=source.name)
     if ack in ("none", "durable"):
-        return Acceptance(ids=ids, receipt_id=ticket.receipt_id, ack=ack)
+        return Acceptance(ids=ids, receipt_id=receipt_id, ack=ack)
     outcome = gateway.outcomes.wait(
         ticket.batch.batch_id, timeout=settings.INGEST_DELIVERED_TIMEOUT_S
     )
-    return _delivered_acceptance(ids=ids, ticket=ticket, outcome=outcome)
+    return _delivered_acceptance(ids=ids, receipt=receipt, receipt_id=receipt_id, outcome=outcome)
 
 
 def _wait_until_published(ticket: Ticket, *, retry_after: int) -> None:
@@ -99,21 +108,22 @@ def _wait_until_published(ticket: Ticket, *, retry_after: int) -> None:
 
 
 def _delivered_acceptance(
-    *, ids: list[str], ticket: Ticket, outcome: DeliveryOutcome | None
+    *,
+    ids: list[str],
+    receipt: receipts.Receipt,
+    receipt_id: str,
+    outcome: DeliveryOutcome | None,
 ) -> Acceptance:
-    receipt_id = ticket.receipt_id
+    """Answer `ack=delivered` as the receipt reads: one entry per event, offset or reason."""
     if outcome is None:
         return Acceptance(ids=ids, receipt_id=receipt_id, ack="durable", pending_ids=ids)
-    if outcome.status == DeliveryOutcome.Status.DEAD_LETTERED:
-        return Acceptance(ids=ids, receipt_id=receipt_id, ack="dead_lettered", pending_ids=[])
-    offsets = outcome.offsets[ticket.first_index : ticket.first_index + ticket.count]
+    events = receipts.event_outcomes(outcome, receipt=receipt)
     return Acceptance(
         ids=ids,
         receipt_id=receipt_id,
-        ack="delivered",
+        ack=receipts.status_of(events),
         offsets=[
-            {"id": event_id, "partition": partition, "offset": offset}
-            for event_id, (partition, offset) in zip(ids, offsets, strict=True)
+            {"id": event_id, **event.as_json()} for event_id, event in zip(ids, events, strict=True)
         ],
     )
 
@@ -257,24 +267,16 @@ def replay_dead_letters(*, dead_letters) -> int:
     return replayed
 
 
-def receipt_status(*, receipt_id: str) -> dict:
-    """Say what became of the events behind a receipt."""
-    batch_id, _, span = receipt_id.partition(".")
-    first, _, count = span.partition(".")
-    created = uuid7_unix_seconds(batch_id)
-    if created is None or not first.isdigit() or not count.isdigit():
-        return {"receipt": receipt_id, "status": "unknown"}
-    first_index, event_count = int(first), int(count)
-    outcome = DeliveryOutcome.objects.filter(batch_id=batch_id).first()
+def receipt_status(*, receipt_id: str, source: keys.SourceInfo) -> dict:
+    """Say what became of the events behind a receipt the asking source was given.
+
+    Raises receipts.ReceiptNotFound for a malformed id or one signed for another source.
+    """
+    receipt = receipts.parse(receipt_id, source=source.name)
+    outcome = DeliveryOutcome.objects.filter(batch_id=receipt.batch_id).first()
     if outcome is None:
-        recent = time.time() - created < settings.INGEST_RECEIPT_RETENTION_S
+        age = time.time() - uuid7_unix_seconds(receipt.batch_id)
+        recent = age < settings.INGEST_RECEIPT_RETENTION_S
         return {"receipt": receipt_id, "status": "pending" if recent else "unknown"}
-    body = {"receipt": receipt_id, "status": outcome.status, "attempts": outcome.attempts}
-    if outcome.status == DeliveryOutcome.Status.DEAD_LETTERED:
-        body["reason"] = outcome.reason
-    else:
-        body["offsets"] = [
-            {"partition": partition, "offset": offset}
-            for partition, offset in outcome.offsets[first_index : first_index + event_count]
-        ]
-    return body
+    events = receipts.event_outcomes(outcome, receipt=receipt)
+    return {"receipt": receipt_id, **receipts.describe(events), "attempts": outcome.attempts}

@@ -6,8 +6,8 @@ from django.conf import settings
 from django.http import HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from . import keys, metrics, openapi, parsing, readiness, runtime, services, stats
-from .errors import ApiError, json_response
+from . import keys, metrics, openapi, parsing, readiness, receipts, runtime, services, stats
+from .errors import ApiError, json_response, unavailable
 from .health import process_report
 
 ACK_HEADER = "HTTP_X_INGEST_ACK"
@@ -29,7 +29,8 @@ def api_view(*methods: str):
                     response["Allow"] = ", ".join(methods)
                     return response
                 return view(request, *args, **kwargs)
-            except ApiError as error:
+            except (ApiError, *DOMAIN_ERRORS) as raised:
+                error = as_api_error(raised)
                 topic = getattr(request, "ingest_topic", None)
                 if topic is not None:  # only the ingest endpoints count their rejections
                     source = getattr(request, "ingest_source", "")
@@ -39,6 +40,20 @@ def api_view(*methods: str):
         return wrapper
 
     return decorate
+
+
+DOMAIN_ERRORS = (keys.SourcesUnavailable, keys.RateLimited, receipts.ReceiptNotFound)
+
+
+def as_api_error(error: Exception) -> ApiError:
+    """Map an error of the services to the answer the API gives for it."""
+    if isinstance(error, keys.SourcesUnavailable):
+        return unavailable(str(error), retry_after=settings.INGEST_RETRY_AFTER_S)
+    if isinstance(error, keys.RateLimited):
+        return ApiError(429, "rate_limited", error.message, retry_after=error.retry_after)
+    if isinstance(error, receipts.ReceiptNotFound):
+        return ApiError(404, "not_found", "no such receipt")
+    return error
 
 
 def declared_length(request) -> int | None:
@@ -83,6 +98,7 @@ def post_events(request, topic: str):
     ack = services.parse_ack_level(request.GET.get("ack") or request.META.get(ACK_HEADER))
     parsing.check_content_type(request.META.get("CONTENT_TYPE", ""))
     declared = declared_length(request)
+    services.admit_request(source=source, declared_bytes=declared or 0)
     body = parsing.decode_body(
         read_body(request, declared),
         content_encoding=request.META.get("HTTP_CONTENT_ENCODING", ""),
@@ -127,8 +143,9 @@ def authenticate(request) -> keys.SourceInfo:
 
 @api_view("GET")
 def receipt(request, receipt_id: str):
-    """Say whether the events behind a receipt reached Kafka."""
-    return json_response(services.receipt_status(receipt_id=receipt_id))
+    """Say whether the events behind a receipt reached Kafka; only to the source that sent them."""
+    source = authenticate(request)
+    return json_response(services.receipt_status(receipt_id=receipt_id, source=source))
 
 
 @api_view("GET")

@@ -57,7 +57,11 @@ if INGEST_MODE not in ("standalone", "production"):
 STANDALONE = INGEST_MODE == "standalone"
 
 if not STANDALONE:
-    missing = [name for name in (*SERVICE_URL_VARIABLES, "SECRET_KEY") if not env_str(name)]
+    missing = [
+        name
+        for name in (*SERVICE_URL_VARIABLES, "SECRET_KEY", "ALLOWED_HOSTS")
+        if not env_str(name)
+    ]
     if missing:
         raise ImproperlyConfigured(
             "Production mode needs " + ", ".join(missing) + " in the environment "
@@ -68,7 +72,29 @@ INGEST_DATA_DIR = Path(env_str("INGEST_DATA_DIR", str(BASE_DIR / ".ingest")))
 
 SECRET_KEY = env_str("SECRET_KEY", "standalone-insecure-key-do-not-use-in-production")
 DEBUG = env_bool("DEBUG", False)
+if DEBUG and not STANDALONE:
+    # Django's debug pages show settings and tracebacks: the broker URL with its password.
+    raise ImproperlyConfigured("DEBUG=true is refused in production mode")
+# Every host is fine for a gateway tried out on one machine; production names its own.
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "*")
+
+# --- HTTPS behind a TLS-terminating proxy (README, "Running in production") ---
+# "HEADER,value", e.g. "HTTP_X_FORWARDED_PROTO,https": the header the proxy sets on HTTPS.
+_proxy_ssl_header = env_list("SECURE_PROXY_SSL_HEADER")
+if _proxy_ssl_header and len(_proxy_ssl_header) != 2:
+    raise ImproperlyConfigured(
+        "SECURE_PROXY_SSL_HEADER must be HEADER,value (e.g. HTTP_X_FORWARDED_PROTO,https)"
+    )
+SECURE_PROXY_SSL_HEADER = tuple(_proxy_ssl_header) or None
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", False)
+CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", False)
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
+# Load-balancer probes and event clients are never redirected (paths without the leading "/").
+SECURE_REDIRECT_EXEMPT = [r"^api/", r"^healthz$", r"^readyz$", r"^metrics$"]
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -127,6 +153,11 @@ DATABASES = {
         conn_health_checks=True,
     )
 }
+# Seconds a new PostgreSQL connection may take, and the key cache's query (ingest/keys.py): a
+# cold process answers keyed requests 503 instead of hanging on an unreachable database.
+DATABASE_CONNECT_TIMEOUT_S = env_int("DATABASE_CONNECT_TIMEOUT_S", 5)
+if DATABASES["default"]["ENGINE"].endswith("postgresql"):
+    DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = DATABASE_CONNECT_TIMEOUT_S
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     # Worker threads write outcomes concurrently; WAL and immediate transactions avoid
     # "database is locked" failures that would otherwise retry a delivered batch.
@@ -264,6 +295,10 @@ INGEST_RECEIPT_RETENTION_S = env_float("INGEST_RECEIPT_RETENTION_S", 7 * 86_400.
 INGEST_REQUIRE_API_KEYS = env_bool("INGEST_REQUIRE_API_KEYS", not STANDALONE)
 # Seconds a process answers key checks from its copy of the source table before reloading it.
 INGEST_KEY_CACHE_TTL_S = env_float("INGEST_KEY_CACHE_TTL_S", 15.0)
+# While the database cannot be read, the copy is used this long past its TTL (then 503)...
+INGEST_KEY_CACHE_STALE_GRACE_S = env_float("INGEST_KEY_CACHE_STALE_GRACE_S", 300.0)
+# ...and a reload is tried at most this often, by one request thread.
+INGEST_KEY_CACHE_RETRY_S = env_float("INGEST_KEY_CACHE_RETRY_S", 1.0)
 # A source's token buckets hold this many seconds of its rate (its allowed burst).
 INGEST_RATE_BURST_S = env_float("INGEST_RATE_BURST_S", 1.0)
 # Count events per minute, topic and source in memory and add them to the database this often.

@@ -86,6 +86,7 @@ class Stack:
             "CELERY_TASK_DEFAULT_QUEUE": self.queue,
             "KAFKA_BOOTSTRAP_SERVERS": kafka_address,
             "SECRET_KEY": "e2e-secret",
+            "ALLOWED_HOSTS": "127.0.0.1,localhost",
             "DJANGO_SETTINGS_MODULE": "ingestsite.settings",
             "SERVE_BIND": f"127.0.0.1:{self.port}",
             "PYTHONUNBUFFERED": "1",

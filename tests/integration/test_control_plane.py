@@ -72,7 +72,7 @@ def test_keys_quotas_and_stats_match_what_the_client_saw(keyed_stack):
     stack = keyed_stack
     topic = f"cp-{uuid.uuid4().hex[:8]}"
     key = create_source(stack, "loader", "--topics", topic)
-    limited_key = create_source(stack, "limited", "--max-events-per-s", "50")
+    limited_key = create_source(stack, "limited", "--topics", "*", "--max-events-per-s", "50")
     time.sleep(2.5)  # the server's source table is at most INGEST_KEY_CACHE_TTL_S old
 
     def post(n):

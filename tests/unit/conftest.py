@@ -1,3 +1,4 @@
+import io
 import threading
 import time
 
@@ -75,3 +76,16 @@ def gateway(publisher, settings, monkeypatch):
     monkeypatch.setattr(runtime, "_gateway", fake)
     yield fake
     batcher.close(timeout=2)
+
+
+class UnreadableBody(io.BytesIO):
+    """A request body the view must not read."""
+
+    def read(self, *args):
+        raise AssertionError("the body was read")
+
+
+@pytest.fixture
+def unreadable_body():
+    """A wsgi.input that fails the test if a view reads it."""
+    return UnreadableBody()

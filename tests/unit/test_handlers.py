@@ -104,7 +104,7 @@ def test_key_cache_reload_on_the_fast_path_closes_its_connection(
 ):
     settings.INGEST_REQUIRE_API_KEYS = True
     monkeypatch.setattr(keys, "_cache", None)
-    source = Source(name="shop")
+    source = Source(name="shop", allowed_topics="*")
     key = keys.issue_key(source)
     source.save()
     connection.close()
@@ -119,3 +119,29 @@ def test_key_cache_reload_on_the_fast_path_closes_its_connection(
     assert status == 202
     assert keys.get_cache().lookup(keys.hash_key(key)).name == "shop"  # it did load from the DB
     assert connection.connection is None
+
+
+@pytest.mark.parametrize(
+    ("host", "status"),
+    [
+        ("gw.example.com", 202),
+        ("gw.example.com:8000", 202),
+        ("eu.events.example.org", 202),
+        ("evil.example.net", 400),
+        ("gw.example.com.evil.net", 400),
+        ("bad host", 400),
+    ],
+)
+def test_fast_path_checks_the_host_against_allowed_hosts(
+    gateway, publisher, settings, host, status
+):
+    settings.ALLOWED_HOSTS = ["gw.example.com", ".events.example.org"]
+    answer, headers, content = call(
+        GatewayWSGIHandler(), "POST", "/api/v1/events/clicks", b"{}", HTTP_HOST=host
+    )
+    assert answer == status
+    if status == 400:
+        assert json.loads(content)["code"] == "invalid_host"
+        assert headers["Content-Type"] == "application/json"
+        assert len(headers["X-Request-Id"]) == 32  # answered inside the fast chain
+        assert publisher.records == []

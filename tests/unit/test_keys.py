@@ -1,9 +1,12 @@
 import json
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from django.db import OperationalError
 
 from ingest import keys
-from ingest.errors import ApiError
 from ingest.models import Source
 
 URL = "/api/v1/events/clicks"
@@ -24,6 +27,7 @@ def fresh_keys(monkeypatch, settings):
 
 
 def make_source(**fields) -> tuple[Source, str]:
+    fields.setdefault("allowed_topics", "*")
     source = Source(name=fields.pop("name", "shop"), **fields)
     key = keys.issue_key(source)
     source.save()
@@ -61,6 +65,154 @@ def test_key_cache_loads_the_table_once_per_ttl(monkeypatch):
     assert len(loads) == 3
 
 
+SHOP = keys.SourceInfo(
+    name="shop", topics=frozenset(), max_events_per_s=None, max_bytes_per_s=None, every_topic=True
+)
+
+
+class FakeLoader:
+    """Loads the source table, or raises while `error` is set; counts its calls."""
+
+    def __init__(self):
+        self.calls = 0
+        self.error = None
+        self.table = {"h": SHOP}
+        self.gate = threading.Event()
+        self.gate.set()
+        self.entered = threading.Event()
+
+    def __call__(self):
+        self.calls += 1
+        self.entered.set()
+        assert self.gate.wait(5)
+        if self.error is not None:
+            raise self.error
+        return dict(self.table)
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    now = [100.0]
+    monkeypatch.setattr(keys.time, "monotonic", lambda: now[0])
+    return now
+
+
+def degrading_cache(loader, **overrides) -> keys.KeyCache:
+    options = {"ttl_s": 10, "stale_grace_s": 30, "retry_s": 1, "cold_wait_s": 5}
+    return keys.KeyCache(load=loader, **{**options, **overrides})
+
+
+def test_failed_reload_answers_from_the_stale_table_and_retries_once_per_interval(clock, caplog):
+    loader = FakeLoader()
+    cache = degrading_cache(loader)
+    assert cache.lookup("h") is SHOP
+    loader.error = OperationalError("connection refused")
+    clock[0] += 11  # past the TTL
+    with caplog.at_level("WARNING", logger="ingest.keys"):
+        for _ in range(50):
+            assert cache.lookup("h") is SHOP
+        assert loader.calls == 2  # one failed reload, not one per request
+        clock[0] += 1.5
+        for _ in range(50):
+            assert cache.lookup("h") is SHOP
+    assert loader.calls == 3
+    assert len(caplog.records) == 2  # a warning per failed attempt
+    assert "OperationalError" in caplog.records[0].getMessage()
+    loader.error = None
+    clock[0] += 1.5
+    loader.table = {}
+    assert cache.lookup("h") is None  # reloaded: the source is gone
+    assert loader.calls == 4
+
+
+def test_stale_table_past_its_grace_raises_sources_unavailable(clock):
+    loader = FakeLoader()
+    cache = degrading_cache(loader)
+    cache.lookup("h")
+    loader.error = OperationalError("connection refused")
+    clock[0] += 10 + 29
+    assert cache.lookup("h") is SHOP
+    clock[0] += 2  # 41 s old: past TTL + grace
+    with pytest.raises(keys.SourcesUnavailable):
+        cache.lookup("h")
+    calls = loader.calls
+    with pytest.raises(keys.SourcesUnavailable):
+        cache.lookup("h")  # within the retry interval: no attempt, no wait
+    assert loader.calls == calls
+    loader.error = None
+    clock[0] += 1.5
+    assert cache.lookup("h") is SHOP
+
+
+def test_cold_cache_that_cannot_load_raises_and_retries_once_per_interval(clock):
+    loader = FakeLoader()
+    loader.error = OperationalError("connection refused")
+    cache = degrading_cache(loader)
+    for _ in range(20):
+        with pytest.raises(keys.SourcesUnavailable):
+            cache.lookup("h")
+    assert loader.calls == 1
+    clock[0] += 1.5
+    loader.error = None
+    assert cache.lookup("h") is SHOP
+    assert loader.calls == 2
+
+
+def test_invalidate_reloads_but_keeps_the_table_usable_if_the_reload_fails(clock):
+    loader = FakeLoader()
+    cache = degrading_cache(loader)
+    cache.lookup("h")
+    loader.error = OperationalError("connection refused")
+    cache.invalidate()
+    assert cache.lookup("h") is SHOP
+    assert loader.calls == 2
+
+
+def test_a_slow_reload_holds_up_no_other_thread(clock):
+    loader = FakeLoader()
+    cache = degrading_cache(loader)
+    cache.lookup("h")
+    clock[0] += 11
+    loader.gate.clear()
+    loader.entered.clear()
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        reloading = pool.submit(cache.lookup, "h")
+        assert loader.entered.wait(5)
+        # The reload is stuck in the database; other threads answer from the stale table.
+        assert [cache.lookup("h") for _ in range(20)] == [SHOP] * 20
+        assert loader.calls == 2
+        loader.table = {}
+        loader.gate.set()
+        assert reloading.result(timeout=5) is None  # it answers from the table it loaded
+    assert cache.lookup("h") is None
+
+
+def test_threads_of_a_cold_cache_share_one_load(clock):
+    loader = FakeLoader()
+    loader.gate.clear()
+    cache = degrading_cache(loader)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        lookups = [pool.submit(cache.lookup, "h") for _ in range(8)]
+        assert loader.entered.wait(5)
+        loader.gate.set()
+        assert [lookup.result(timeout=5) for lookup in lookups] == [SHOP] * 8
+    assert loader.calls == 1
+
+
+def test_a_cold_lookup_waits_for_another_threads_load_at_most_cold_wait_s(clock):
+    loader = FakeLoader()
+    loader.gate.clear()
+    cache = degrading_cache(loader, cold_wait_s=0.05)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        first = pool.submit(cache.lookup, "h")
+        assert loader.entered.wait(5)
+        with pytest.raises(keys.SourcesUnavailable, match="still loading"):
+            cache.lookup("h")
+        loader.gate.set()
+        assert first.result(timeout=5) is SHOP
+    assert loader.calls == 1
+
+
 def source_info(**limits) -> keys.SourceInfo:
     return keys.SourceInfo(
         name="s",
@@ -77,16 +229,13 @@ def test_rate_limiter_answers_429_with_retry_after_when_the_bucket_is_empty(monk
     source = source_info(events=10)
     for _ in range(10):
         limiter.check(source, events=1, nbytes=1)
-    with pytest.raises(ApiError) as raised:
+    with pytest.raises(keys.RateLimited) as raised:
         limiter.check(source, events=1, nbytes=1)
-    assert (raised.value.status, raised.value.code, raised.value.retry_after) == (
-        429,
-        "rate_limited",
-        1,
-    )
+    assert raised.value.retry_after == 1
+    assert "10 events/s" in raised.value.message
     clock[0] += 0.5  # five tokens back
     limiter.check(source, events=5, nbytes=1)
-    with pytest.raises(ApiError):
+    with pytest.raises(keys.RateLimited):
         limiter.check(source, events=1, nbytes=1)
 
 
@@ -96,13 +245,13 @@ def test_rate_limiter_limits_bytes_and_says_how_long_to_wait(monkeypatch):
     limiter = keys.RateLimiter(burst_s=1.0)
     source = source_info(bytes=1_000)
     limiter.check(source, events=1, nbytes=1_000)
-    with pytest.raises(ApiError) as raised:
+    with pytest.raises(keys.RateLimited) as raised:
         limiter.check(source, events=1, nbytes=1)
     assert raised.value.retry_after == 1
     # A request bigger than the whole bucket passes once the bucket is full, then owes.
     clock[0] += 1
     limiter.check(source, events=1, nbytes=3_000)
-    with pytest.raises(ApiError) as raised:
+    with pytest.raises(keys.RateLimited) as raised:
         limiter.check(source, events=1, nbytes=1_000)
     assert raised.value.retry_after == 3
 
@@ -113,7 +262,7 @@ def test_a_rejected_request_takes_no_tokens(monkeypatch):
     limiter = keys.RateLimiter(burst_s=1.0)
     source = source_info(events=10, bytes=100)
     limiter.check(source, events=1, nbytes=100)
-    with pytest.raises(ApiError):
+    with pytest.raises(keys.RateLimited):
         limiter.check(source, events=1, nbytes=50)  # over bytes
     clock[0] += 1
     limiter.check(source, events=9, nbytes=100)  # the events bucket lost only the first one
@@ -183,7 +332,9 @@ def test_key_checks_and_rate_limits_cost_no_query_per_request(
 ):
     _, key = make_source(max_events_per_s=3)
     _, other_key = make_source(name="other")
-    with django_assert_num_queries(1):  # the first request loads the whole source table
+    # The first request loads the whole source table: one SELECT under a statement timeout, in
+    # a transaction (a savepoint inside the test's own).
+    with django_assert_num_queries(4):
         assert post(client, {"n": 0}, HTTP_X_API_KEY=other_key).status_code == 202
     with django_assert_num_queries(0):
         statuses = [post(client, {"n": n}, HTTP_X_API_KEY=key).status_code for n in range(5)]
@@ -234,3 +385,155 @@ def test_access_log_lines_carry_the_request_id(client, gateway, settings, caplog
     assert (record.method, record.path, record.status) == ("GET", "/healthz", 200)
     assert record.request_id == "trace-7"
     assert json.loads(JsonFormatter().format(record))["request_id"] == "trace-7"
+
+
+def test_admission_takes_nothing_and_refuses_an_empty_event_bucket(clock):
+    limiter = keys.RateLimiter(burst_s=1.0)
+    source = source_info(events=10)
+    for _ in range(100):
+        limiter.admit(source, declared_bytes=1_000_000)
+    limiter.check(source, events=10, nbytes=1)  # the admissions took none of the ten
+    with pytest.raises(keys.RateLimited) as raised:
+        limiter.admit(source, declared_bytes=1)
+    assert raised.value.retry_after == 1
+    clock[0] += 0.15  # one event back
+    limiter.admit(source, declared_bytes=1)
+
+
+def test_admission_weighs_the_declared_length_up_to_the_byte_buckets_capacity(clock):
+    limiter = keys.RateLimiter(burst_s=1.0)
+    source = source_info(bytes=1_000)
+    limiter.admit(source, declared_bytes=50_000)  # bigger than the bucket: passes while full
+    limiter.check(source, events=1, nbytes=400)
+    limiter.admit(source, declared_bytes=600)
+    with pytest.raises(keys.RateLimited) as raised:
+        limiter.admit(source, declared_bytes=601)
+    assert "1000 bytes/s" in raised.value.message
+    with pytest.raises(keys.RateLimited) as raised:
+        limiter.admit(source, declared_bytes=50_000)  # capped at 1,000: 400 short, 0.4 s
+    assert raised.value.retry_after == 1
+    clock[0] += 0.4
+    limiter.admit(source, declared_bytes=50_000)
+
+
+def test_admission_of_a_source_without_limits_always_passes():
+    limiter = keys.RateLimiter(burst_s=1.0)
+    for _ in range(10):
+        limiter.admit(keys.ANONYMOUS, declared_bytes=10**9)
+
+
+@pytest.mark.django_db
+def test_cold_key_cache_without_a_database_is_503_with_retry_after(
+    client, gateway, publisher, fresh_keys, settings, monkeypatch
+):
+    _, key = make_source()
+
+    def unreachable():
+        raise OperationalError("connection to server failed: timeout expired")
+
+    monkeypatch.setattr(keys, "load_sources", unreachable)
+    settings.INGEST_RETRY_AFTER_S = 3
+    response = post(client, {"n": 1}, HTTP_X_API_KEY=key)
+    assert response.status_code == 503
+    assert response.json()["code"] == "unavailable"
+    assert response["Retry-After"] == "3"
+    assert publisher.records == []
+
+
+@pytest.mark.django_db
+def test_stale_key_cache_keeps_serving_while_the_database_is_down(
+    client, gateway, fresh_keys, settings, monkeypatch
+):
+    _, key = make_source()
+    settings.INGEST_KEY_CACHE_TTL_S = 0  # every request after the first one reloads
+    assert post(client, {"n": 1}, HTTP_X_API_KEY=key).status_code == 202
+
+    def unreachable():
+        raise OperationalError("connection to server failed")
+
+    monkeypatch.setattr(keys.get_cache(), "_load", unreachable)
+    assert [post(client, {"n": 1}, HTTP_X_API_KEY=key).status_code for _ in range(3)] == [202] * 3
+    assert post(client, {"n": 1}, HTTP_X_API_KEY="wrong").status_code == 401
+
+
+def test_anonymous_requests_may_send_to_every_topic():
+    keys.authorize_topic(keys.ANONYMOUS, "anything")
+
+
+@pytest.mark.django_db
+def test_a_source_without_topics_may_send_to_none(client, gateway, fresh_keys):
+    _, key = make_source(allowed_topics="")
+    response = post(client, {"n": 1}, HTTP_X_API_KEY=key)
+    assert response.status_code == 403
+    assert response.json()["code"] == "forbidden_topic"
+
+
+@pytest.mark.django_db
+def test_create_source_needs_topics_and_star_allows_every_topic(client, gateway, fresh_keys):
+    from io import StringIO
+
+    from django.core.management import CommandError, call_command
+
+    with pytest.raises(CommandError, match="--topics"):
+        call_command("create_source", "cli", stdout=StringIO())
+    with pytest.raises(CommandError, match="names no topic"):
+        call_command("create_source", "cli", "--topics", " , ", stdout=StringIO())
+    assert not Source.objects.filter(name="cli").exists()
+    out = StringIO()
+    call_command("create_source", "cli", "--topics", "*", stdout=out)
+    key = out.getvalue().strip()
+    assert post(client, {"n": 1}, HTTP_X_API_KEY=key).status_code == 202
+    assert post(client, {"n": 1}, url="/api/v1/events/other", HTTP_X_API_KEY=key).status_code == 202
+
+
+@pytest.mark.django_db
+def test_migration_0004_turns_empty_topic_lists_into_every_topic():
+    from importlib import import_module
+
+    from django.apps import apps
+
+    migration = import_module("ingest.migrations.0004_source_topic_wildcard")
+    make_source(name="old", allowed_topics="")
+    make_source(name="spaces", allowed_topics=" , ")
+    make_source(name="listed", allowed_topics="orders")
+    migration.empty_topics_to_wildcard(apps, None)
+    topics = dict(Source.objects.values_list("name", "allowed_topics"))
+    assert topics == {"old": "*", "spaces": "*", "listed": "orders"}
+    migration.wildcard_to_empty_topics(apps, None)
+    assert Source.objects.get(name="old").allowed_topics == ""
+
+
+def test_loading_the_source_table_gives_up_when_postgresql_does_not_answer(
+    transactional_db, settings
+):
+    import psycopg
+    from django.db import DatabaseError, connection
+
+    settings.DATABASE_CONNECT_TIMEOUT_S = 0.3
+    database = connection.settings_dict
+    with psycopg.connect(
+        host=database["HOST"], port=database["PORT"], user=database["USER"], dbname=database["NAME"]
+    ) as locker:
+        locker.execute("LOCK TABLE ingest_source IN ACCESS EXCLUSIVE MODE")
+        started = time.monotonic()
+        with pytest.raises(DatabaseError, match="statement timeout"):
+            keys.load_sources()
+        assert time.monotonic() - started < 3
+
+
+@pytest.mark.django_db
+def test_a_source_over_its_limit_is_429_before_its_body_is_read(
+    client, gateway, fresh_keys, unreadable_body
+):
+    _, key = make_source(max_events_per_s=1)
+    assert post(client, {"n": 1}, HTTP_X_API_KEY=key).status_code == 202
+    response = client.generic(
+        "POST",
+        "/api/v1/events/clicks",
+        b"{}",
+        content_type="application/json",
+        HTTP_X_API_KEY=key,
+        **{"wsgi.input": unreadable_body},
+    )
+    assert response.status_code == 429
+    assert response["Retry-After"]

@@ -9,13 +9,19 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("name")
-        parser.add_argument("--topics", default="", help="allowed topics, comma-separated")
+        parser.add_argument(
+            "--topics",
+            required=True,
+            help='allowed topics, comma-separated; "*" allows every topic',
+        )
         parser.add_argument("--max-events-per-s", type=int, help="rate limit in events/s")
         parser.add_argument("--max-bytes-per-s", type=int, help="rate limit in bytes/s")
 
     def handle(self, *args, name, topics, max_events_per_s, max_bytes_per_s, **options):
         if Source.objects.filter(name=name).exists():
             raise CommandError(f"source {name!r} exists; rotate its key in the admin")
+        if not topics.replace(",", " ").split():
+            raise CommandError('--topics names no topic; give topic names, or "*" for every topic')
         source = Source(
             name=name,
             allowed_topics=topics,
