@@ -154,6 +154,7 @@ def document() -> dict:
                 "get": {
                     "operationId": "getReceipt",
                     "summary": "Say whether the events behind a receipt reached Kafka",
+                    "security": SECURITY,
                     "parameters": [
                         {
                             "name": "receipt_id",
@@ -171,8 +172,10 @@ def document() -> dict:
                                 }
                             },
                         },
+                        "401": ERRORS["401"],
                         "404": ERRORS["404"],
                         "405": ERRORS["405"],
+                        "503": ERRORS["503"],
                     },
                 }
             },
@@ -198,17 +201,26 @@ def document() -> dict:
                         "receipt": {"type": "string"},
                         "ack": {
                             "type": "string",
-                            "enum": ["durable", "delivered", "none", "dead_lettered"],
+                            "enum": [
+                                "durable",
+                                "delivered",
+                                "none",
+                                "dead_lettered",
+                                "partially_delivered",
+                            ],
                         },
                         "offsets": {
                             "type": "array",
+                            "description": "Per event: its partition and offset, or why it "
+                            "became a dead letter.",
                             "items": {
                                 "type": "object",
-                                "required": ["id", "partition", "offset"],
+                                "required": ["id"],
                                 "properties": {
                                     "id": {"type": "string"},
                                     "partition": {"type": "integer"},
                                     "offset": {"type": "integer"},
+                                    "dead_lettered": {"type": "string"},
                                 },
                             },
                         },
@@ -222,7 +234,13 @@ def document() -> dict:
                         "receipt": {"type": "string"},
                         "status": {
                             "type": "string",
-                            "enum": ["pending", "unknown", "delivered", "dead_lettered"],
+                            "enum": [
+                                "pending",
+                                "unknown",
+                                "delivered",
+                                "dead_lettered",
+                                "partially_delivered",
+                            ],
                         },
                         "attempts": {"type": "integer"},
                         "reason": {"type": "string"},
@@ -234,6 +252,19 @@ def document() -> dict:
                                 "properties": {
                                     "partition": {"type": "integer"},
                                     "offset": {"type": "integer"},
+                                },
+                            },
+                        },
+                        "events": {
+                            "type": "array",
+                            "description": "partially_delivered: per event, its partition and "
+                            "offset or why it became a dead letter.",
+                            "items": {
+                                "type": "object",
+                                "properties": {
+                                    "partition": {"type": "integer"},
+                                    "offset": {"type": "integer"},
+                                    "dead_lettered": {"type": "string"},
                                 },
                             },
                         },
