@@ -409,7 +409,13 @@ def produce(*, records: list, timeout: float) -> list[RecordResult]:
     try:
         producer = get_producer()
     except ProduceFailed as failed:
-        return [failed.failure] * len(records)
+        # A record that could never be sent fails for that reason, not for the broker's.
+        return [
+            encoded
+            if isinstance(encoded := encode_record(record), RecordFailure)
+            else failed.failure
+            for record in records
+        ]
     results = producer.produce(records=records, timeout=timeout)
     if any(isinstance(result, RecordFailure) and result.replace_producer for result in results):
         discard_producer(producer)

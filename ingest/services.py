@@ -446,17 +446,34 @@ def failure_summary(error: BaseException) -> str:
 
 
 def replay_dead_letters(*, dead_letters) -> int:
-    """Enqueue dead letters again as new batches and mark them replayed; return events sent."""
+    """Enqueue dead letters again as new batches and mark them replayed; return events sent.
+
+    Dead letters hold one record each, so they are gathered into batches of up to
+    INGEST_BATCH_MAX_EVENTS records and INGEST_BATCH_MAX_BYTES, one publish each.
+    """
+    replayed = 0
+    records, letters, size = [], [], 0
+    for dead_letter in dead_letters.filter(replayed_at__isnull=True).order_by("id"):
+        records.extend([dead_letter.topic, *triple] for triple in dead_letter.records)
+        letters.append(dead_letter.pk)
+        size += sum(len(triple[2]) for triple in dead_letter.records)
+        if (
+            len(records) >= settings.INGEST_BATCH_MAX_EVENTS
+            or size >= settings.INGEST_BATCH_MAX_BYTES
+        ):
+            replayed += _replay(records=records, dead_letter_ids=letters)
+            records, letters, size = [], [], 0
+    if records:
+        replayed += _replay(records=records, dead_letter_ids=letters)
+    return replayed
+
+
+def _replay(*, records: list, dead_letter_ids: list[int]) -> int:
     from .tasks import enqueue_records
 
-    replayed = 0
-    for dead_letter in dead_letters.filter(replayed_at__isnull=True):
-        records = [[dead_letter.topic, *triple] for triple in dead_letter.records]
-        enqueue_records(records=records)
-        dead_letter.replayed_at = timezone.now()
-        dead_letter.save(update_fields=["replayed_at"])
-        replayed += len(records)
-    return replayed
+    enqueue_records(records=records)
+    DeadLetter.objects.filter(pk__in=dead_letter_ids).update(replayed_at=timezone.now())
+    return len(records)
 
 
 def receipt_status(*, receipt_id: str) -> dict:
