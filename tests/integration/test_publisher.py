@@ -13,7 +13,7 @@ from celery_app import app
 from ingest import producer
 from ingest.ids import uuid7
 from ingest.models import DeliveryOutcome
-from ingest.publisher import TaskPublisher
+from ingest.publisher import MessageReturned, TaskPublisher
 from ingest.tasks import DELIVER_BATCH_TASK
 from ingest.topics import read_topic
 from tests.stack import free_port
@@ -108,3 +108,41 @@ def test_an_unreachable_broker_fails_the_publish_quickly(queue):
     with pytest.raises(OSError):
         publish_batch(publisher, [["t", "ev-1", None, "{}"]])
     assert time.monotonic() - started < 5
+
+
+def test_a_deleted_binding_never_confirms_and_drops_a_message(publisher, queue):
+    publish_batch(publisher, [["t", "ev-1", None, "{}"]])  # connected and declared
+    with app.connection_for_write() as connection:
+        connection.default_channel.queue_unbind(
+            queue=queue.name, exchange=queue.exchange.name, routing_key=queue.routing_key
+        )
+    # The kept connection's publish is returned; the retry re-declares the binding.
+    second = publish_batch(publisher, [["t", "ev-2", None, "{}"]])
+
+    with app.connection_for_write() as connection:
+        messages = take_messages(queue, connection)
+        assert [message.headers["id"] for message in messages][-1] == second
+        assert len(messages) == 2
+        for message in messages:
+            message.ack()
+
+
+def test_a_message_no_queue_takes_fails_the_publish(queue):
+    with app.connection_for_write() as connection:
+        queue.exchange.bind(connection.default_channel).declare()  # an exchange, nothing bound
+    unbound = Queue(queue.name, queue.exchange, routing_key=queue.name, no_declare=True)
+    publisher = TaskPublisher(
+        connect=app.connection_for_write, queue=unbound, task_name=DELIVER_BATCH_TASK, timeout=5
+    )
+    try:
+        with pytest.raises(MessageReturned, match="NO_ROUTE"):
+            publish_batch(publisher, [["t", "ev-1", None, "{}"]])
+        # After a return the publisher still confirms what the broker takes, and only that.
+        with app.connection_for_write() as connection:
+            queue.bind(connection.default_channel).declare()
+        publish_batch(publisher, [["t", "ev-2", None, "{}"]])
+        with app.connection_for_write() as connection:
+            (message,) = take_messages(queue, connection)
+            message.ack()
+    finally:
+        publisher.close()
