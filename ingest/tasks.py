@@ -26,6 +26,8 @@ PRODUCER_FLUSH_TIMEOUT_S = 10.0
 # a capped exponential backoff with jitter.
 RESEND_BACKOFF_BASE_S = 1.0
 RESEND_BACKOFF_MAX_S = 60.0
+# Logged for a batch re-sent because the worker stops (tests/faults counts these).
+STOPPING = "the worker is stopping; the batch goes back to the queue with what is settled"
 
 _worker_stopping = threading.Event()
 _thread_publishers = threading.local()
@@ -58,7 +60,7 @@ def deliver_batch(
             settlement=settlement,
         ).status
     except services.DeliveryInterrupted as error:
-        raise _resend(self, settlement, why="the worker is stopping", countdown=0) from error
+        raise _resend(self, settlement, why=STOPPING, countdown=0) from error
     except services.OutcomeNotRecorded as error:
         why = f"its outcome was not written: {error.__cause__!r}"
         raise _resend(self, settlement, why=why) from error

@@ -4,13 +4,15 @@ import json
 import socket
 import time
 import uuid
+from collections import Counter
 
 import pytest
 from celery.worker.request import Request
+from django.db import OperationalError
 from kombu import Connection, Exchange, Queue
 
 from celery_app import app
-from ingest import producer
+from ingest import producer, services
 from ingest.ids import uuid7
 from ingest.models import DeliveryOutcome
 from ingest.publisher import MessageReturned, TaskPublisher
@@ -146,3 +148,41 @@ def test_a_message_no_queue_takes_fails_the_publish(queue):
             message.ack()
     finally:
         publisher.close()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_task_whose_outcome_is_not_written_is_resent_with_its_settled_state(
+    publisher, queue, kafka_address, monkeypatch
+):
+    write = services.write_outcome
+
+    def database_down(**kwargs):
+        raise OperationalError("database down")
+
+    monkeypatch.setattr(services, "OUTCOME_WRITE_BACKOFF_BASE_S", 0.0)
+    monkeypatch.setattr(services, "write_outcome", database_down)
+    topic = f"resend-{uuid.uuid4().hex[:8]}"
+    records = [[topic, f"ev-{n}", None, json.dumps({"n": n})] for n in range(3)]
+    batch_id = publish_batch(publisher, records)
+
+    producer.close_producer(timeout=5)
+    with app.connection_for_write() as connection:
+        (message,) = take_messages(queue, connection)
+        Request(message, app=app, task=app.tasks[DELIVER_BATCH_TASK]).execute()
+        message.ack()
+        # Celery published the re-sent task, confirmed, to the queue the batch came from.
+        (resent,) = take_messages(queue, connection)
+        assert resent.headers["id"] == batch_id and resent.headers["retries"] == 1
+        assert "<3 records>" in resent.headers["kwargsrepr"]
+        settled = resent.decode()[1]["settled"]
+        assert all(offset is not None for offset in settled["offsets"])
+
+        monkeypatch.setattr(services, "write_outcome", write)
+        Request(resent, app=app, task=app.tasks[DELIVER_BATCH_TASK]).execute()
+        resent.ack()
+        assert take_messages(queue, connection) == []
+    producer.close_producer(timeout=5)
+
+    assert DeliveryOutcome.objects.get(batch_id=batch_id).status == "delivered"
+    found = Counter(record.event_id for record in read_topic(topic=topic, idle_timeout_s=2))
+    assert found == {record[1]: 1 for record in records}  # produced by the first run only
