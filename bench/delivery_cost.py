@@ -74,14 +74,12 @@ def measure(args: argparse.Namespace, *, kafka_address: str, database_url: str) 
             lambda: producer.produce(records=records(args.large), timeout=30),
             max(3, args.calls // 30),
         ),
-        "record_outcome": (
-            lambda: services.record_outcome(
+        "write_outcome": (
+            lambda: services.write_outcome(
                 batch_id=uuid7(),
-                status="delivered",
                 records=records(1),
                 accepted_at=time.time(),
-                attempts=1,
-                offsets=[[0, 1]],
+                settlement=services.Settlement(offsets=[[0, 1]], attempts=1),
             ),
             args.calls,
         ),

@@ -10,23 +10,37 @@ PAYLOAD_PREVIEW_CHARS = 120
 
 @admin.register(DeadLetter)
 class DeadLetterAdmin(admin.ModelAdmin):
+    """Dead letters, one record each: read-only, replayed or purged by the actions."""
+
     list_display = (
         "created_at",
         "topic",
-        "event_count",
+        "event_id",
         "attempts",
         "short_reason",
         "payload_preview",
         "replayed_at",
     )
     list_filter = ("topic", "replayed_at")
-    search_fields = ("batch_id", "reason")
+    search_fields = ("batch_id", "reason", "event_ids")
     readonly_fields = ("batch_id", "topic", "reason", "event_ids", "records", "attempts")
     actions = ("replay", "purge")
 
-    @admin.display(description="events")
-    def event_count(self, dead_letter):
-        return len(dead_letter.event_ids)
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_replay_permission(self, request):
+        """Replay is for whoever may change dead letters, though no form edits one."""
+        return request.user.has_perm("ingest.change_deadletter")
+
+    @admin.display(description="event id")
+    def event_id(self, dead_letter):
+        ids = dead_letter.event_ids
+        # Rows from before per-record dead letters may hold several events.
+        return ids[0] if len(ids) == 1 else f"{len(ids)} events"
 
     @admin.display(description="reason")
     def short_reason(self, dead_letter):
@@ -41,12 +55,12 @@ class DeadLetterAdmin(admin.ModelAdmin):
             return value[:PAYLOAD_PREVIEW_CHARS] + "…"
         return value
 
-    @admin.action(description="Replay selected dead letters to Kafka")
+    @admin.action(description="Replay selected dead letters to Kafka", permissions=["replay"])
     def replay(self, request, queryset):
         count = services.replay_dead_letters(dead_letters=queryset)
         self.message_user(request, f"Enqueued {count} events again.", messages.SUCCESS)
 
-    @admin.action(description="Purge selected dead letters")
+    @admin.action(description="Purge selected dead letters", permissions=["delete"])
     def purge(self, request, queryset):
         count, _ = queryset.delete()
         self.message_user(request, f"Purged {count} dead letters.", messages.SUCCESS)
@@ -54,9 +68,21 @@ class DeadLetterAdmin(admin.ModelAdmin):
 
 @admin.register(DeliveryOutcome)
 class DeliveryOutcomeAdmin(admin.ModelAdmin):
-    list_display = ("batch_id", "status", "attempts", "accepted_at", "finished_at")
+    """What the workers recorded of each batch: read-only."""
+
+    list_display = ("batch_id", "status", "attempts", "short_reason", "accepted_at", "finished_at")
     list_filter = ("status",)
     search_fields = ("batch_id",)
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="reason")
+    def short_reason(self, outcome):
+        return outcome.reason[:80]
 
 
 @admin.register(Source)

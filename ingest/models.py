@@ -9,13 +9,18 @@ class DeliveryOutcome(models.Model):
 
     class Status(models.TextChoices):
         DELIVERED = "delivered"
+        PARTIALLY_DELIVERED = "partially_delivered"
         DEAD_LETTERED = "dead_lettered"
 
     batch_id = models.CharField(max_length=36, primary_key=True)
-    status = models.CharField(max_length=16, choices=Status.choices)
-    # One [partition, offset] pair per record, in batch order; empty when dead-lettered.
+    status = models.CharField(max_length=24, choices=Status.choices)
+    # One entry per record, in batch order: [partition, offset], or null for a dead-lettered
+    # record. Rows written before per-record outcomes leave it empty for a dead-lettered batch.
     offsets = models.JSONField(default=list, blank=True)
+    # {"<record index>": "<reason>"} for each dead-lettered record.
+    failures = models.JSONField(default=dict, blank=True)
     topics = models.JSONField(default=list, blank=True)
+    # The first dead-lettered record's reason (for older rows: the whole batch's).
     reason = models.TextField(blank=True)
     attempts = models.PositiveIntegerField(default=1)
     accepted_at = models.DateTimeField()
@@ -29,7 +34,10 @@ class DeliveryOutcome(models.Model):
 
 
 class DeadLetter(models.Model):
-    """Events that could not be delivered to Kafka; kept until replayed or purged."""
+    """Events that could not be delivered to Kafka; kept until replayed or purged.
+
+    One record per row; rows written before per-record dead letters may hold several.
+    """
 
     batch_id = models.CharField(max_length=36, db_index=True)
     topic = models.CharField(max_length=249, db_index=True)

@@ -13,6 +13,10 @@ logger = logging.getLogger(__name__)
 NO_CALLBACKS = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
 
 
+class MessageReturned(Exception):
+    """The broker returned a published message: no queue is bound to take it."""
+
+
 class TaskPublisher:
     """Send one task's messages to one queue and wait for each confirm; not shared by threads.
 
@@ -32,12 +36,17 @@ class TaskPublisher:
         self._origin = f"gen{os.getpid()}@{socket.gethostname()}"
         self._connection: Connection | None = None
         self._producer: Producer | None = None
+        self._returned: Exception | None = None
 
     def publish(self, *, task_id: str, kwargs: dict, kwargsrepr: str) -> None:
-        """Publish a persistent message; on failure retry once on a fresh connection."""
+        """Publish a persistent message; on failure retry once on a fresh connection.
+
+        The fresh connection declares the exchange, the queue and its binding again, so a
+        message returned for want of a binding is published once more after the re-declare.
+        """
         try:
             self._send(task_id=task_id, kwargs=kwargs, kwargsrepr=kwargsrepr)
-        except Exception as error:  # a dropped or half-open connection: one fresh attempt
+        except Exception as error:  # a dropped or half-open connection, a returned message
             logger.info("publishing task %s failed (%r); reconnecting once", task_id, error)
             self.close()
             self._send(task_id=task_id, kwargs=kwargs, kwargsrepr=kwargsrepr)
@@ -53,6 +62,7 @@ class TaskPublisher:
 
     def _send(self, *, task_id: str, kwargs: dict, kwargsrepr: str) -> None:
         producer = self._producer or self._open()
+        self._returned = None
         producer.publish(
             ((), kwargs, NO_CALLBACKS),
             serializer="json",
@@ -69,15 +79,27 @@ class TaskPublisher:
             correlation_id=task_id,
             reply_to="",
             delivery_mode=2,
+            # Without it RabbitMQ confirms a message no queue takes (a binding deleted) and
+            # drops it. It sends the basic.return before the confirm, so by the time the
+            # confirm is read, _on_return has seen the return.
+            mandatory=True,
             timeout=self._timeout,
             confirm_timeout=self._timeout,
         )
+        if self._returned is not None:
+            raise MessageReturned(f"task {task_id} was returned: {self._returned}")
+
+    def _on_return(self, error, exchange, routing_key, message) -> None:
+        # A registered handler keeps py-amqp from raising inside the confirm wait, which would
+        # leave that message's confirm unread on the channel for the next publish to take.
+        self._returned = error
 
     def _open(self) -> Producer:
         connection = self._connect()
         try:
             connection.connect()
             channel = connection.channel()
+            channel.events["basic_return"].add(self._on_return)
             self._queue.bind(channel).declare()
         except Exception:
             connection.close()

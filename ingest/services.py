@@ -4,12 +4,14 @@ import logging
 import random
 import threading
 import time
-from dataclasses import dataclass
+import traceback
+from collections import Counter
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from itertools import groupby
+from functools import partial
 
 from django.conf import settings
-from django.db import transaction
+from django.db import InterfaceError, OperationalError, close_old_connections, transaction
 from django.utils import timezone
 
 from . import keys, producer, receipts, runtime, stats
@@ -26,10 +28,67 @@ ACK_LEVELS = ("durable", "delivered", "none")
 # Delivery retries back off exponentially with full jitter between these bounds.
 RETRY_BACKOFF_BASE_S = 0.5
 RETRY_BACKOFF_MAX_S = 30.0
+# The outcome write is retried in the task, without producing again, with capped exponential
+# backoff: about 8 s in all before the task re-sends itself to wait in the queue instead.
+OUTCOME_WRITE_ATTEMPTS = 5
+OUTCOME_WRITE_BACKOFF_BASE_S = 0.25
+OUTCOME_WRITE_BACKOFF_MAX_S = 4.0
+# An unexpected exception's message is cut to this in a dead letter's reason.
+FAILURE_MESSAGE_MAX_CHARS = 300
 
 
 class DeliveryInterrupted(Exception):
-    """The worker is shutting down in the middle of retrying; the batch goes back to the queue."""
+    """The worker is shutting down in the middle of a batch; what is settled goes with it."""
+
+
+class OutcomeNotRecorded(Exception):
+    """The database refused every attempt to write a settled batch's outcome."""
+
+
+@dataclass
+class Settlement:
+    """What is settled of one batch so far; a task re-sent before the end carries it along."""
+
+    # Per record, in batch order: [partition, offset] once Kafka acknowledged it, else None.
+    offsets: list
+    # Record index -> why it is dead-lettered.
+    failures: dict[int, str] = field(default_factory=dict)
+    # Kafka attempts made, counted against INGEST_DELIVERY_MAX_ATTEMPTS.
+    attempts: int = 0
+    # Unexpected exceptions so far, counted against INGEST_TASK_MAX_RETRIES.
+    errors: int = 0
+
+    @classmethod
+    def start(cls, *, count: int) -> "Settlement":
+        return cls(offsets=[None] * count)
+
+    @classmethod
+    def from_message(cls, state: dict | None, *, count: int) -> "Settlement":
+        """Read the state a re-sent task message carries; a first message carries none."""
+        if not state:
+            return cls.start(count=count)
+        return cls(
+            offsets=list(state["offsets"]),
+            failures={int(index): reason for index, reason in state["failures"].items()},
+            attempts=state["attempts"],
+            errors=state["errors"],
+        )
+
+    def as_message(self) -> dict:
+        return {
+            "offsets": self.offsets,
+            "failures": {str(index): reason for index, reason in self.failures.items()},
+            "attempts": self.attempts,
+            "errors": self.errors,
+        }
+
+    def unsettled(self) -> list[int]:
+        """Return the indexes of records neither acknowledged by Kafka nor given up on."""
+        return [
+            index
+            for index, offset in enumerate(self.offsets)
+            if offset is None and index not in self.failures
+        ]
 
 
 @dataclass(frozen=True)
@@ -137,134 +196,300 @@ def parse_ack_level(value: str | None) -> str:
     return ack
 
 
-def is_transient(error: producer.ProduceFailed) -> bool:
+def is_transient(failure: producer.RecordFailure) -> bool:
     """Say whether a retry may succeed; the producer backend classifies its client's errors."""
-    return error.transient
+    return failure.transient
 
 
-def produce_records(*, records: list, timeout: float) -> list[list[int]]:
-    """Write records to Kafka and return [partition, offset] for each, once all are acked."""
+def produce_records(*, records: list, timeout: float) -> list[producer.RecordResult]:
+    """Write records to Kafka; return [partition, offset] or a RecordFailure for each."""
     return producer.produce(records=records, timeout=timeout)
 
 
 def deliver_batch(
-    *, batch_id: str, records: list, accepted_at: float, stopping: threading.Event
+    *,
+    batch_id: str,
+    records: list,
+    accepted_at: float,
+    stopping: threading.Event,
+    settlement: Settlement | None = None,
 ) -> DeliveryOutcome:
-    """Produce a batch to Kafka, retrying transient errors; dead-letter it when out of chances."""
-    attempt = 0
-    while True:
-        attempt += 1
-        try:
-            offsets = produce_records(records=records, timeout=settings.KAFKA_DELIVERY_TIMEOUT_S)
-        except producer.ProduceFailed as error:
-            stats.count_producer_error()
-            age = time.time() - accepted_at
-            if (
-                not is_transient(error)
-                or attempt >= settings.INGEST_DELIVERY_MAX_ATTEMPTS
-                or age >= settings.INGEST_DELIVERY_MAX_AGE_S
-            ):
-                return dead_letter_batch(
-                    batch_id=batch_id,
-                    records=records,
-                    accepted_at=accepted_at,
-                    attempts=attempt,
-                    reason=f"{type(error).__name__}: {error} (attempt {attempt}, age {age:.0f}s)",
-                )
-            backoff = random.uniform(0, min(RETRY_BACKOFF_MAX_S, RETRY_BACKOFF_BASE_S * 2**attempt))
-            logger.warning(
-                "batch %s attempt %d failed: %r; retrying in %.1fs",
-                batch_id,
-                attempt,
-                error,
-                backoff,
-            )
-            if stopping.wait(backoff):
-                raise DeliveryInterrupted(batch_id) from error
-            continue
-        outcome = record_outcome(
-            batch_id=batch_id,
-            status=DeliveryOutcome.Status.DELIVERED,
-            records=records,
-            accepted_at=accepted_at,
-            attempts=attempt,
-            offsets=offsets,
+    """Settle each record of a batch in Kafka or as a dead letter, then record the outcome.
+
+    `settlement` carries what an earlier run of the same task settled: records Kafka
+    acknowledged are never produced again.
+    """
+    settlement = settlement or Settlement.start(count=len(records))
+    settle_records(
+        batch_id=batch_id,
+        records=records,
+        accepted_at=accepted_at,
+        settlement=settlement,
+        stopping=stopping,
+    )
+    return record_outcome(
+        batch_id=batch_id,
+        records=records,
+        accepted_at=accepted_at,
+        settlement=settlement,
+        stopping=stopping,
+    )
+
+
+def settle_records(
+    *,
+    batch_id: str,
+    records: list,
+    accepted_at: float,
+    settlement: Settlement,
+    stopping: threading.Event,
+) -> None:
+    """Produce the unsettled records, retrying those that failed transiently while the budget
+    lasts; a record that fails for good, or is out of chances, is marked to dead-letter."""
+    while unsettled := settlement.unsettled():
+        settlement.attempts += 1
+        attempt = settlement.attempts
+        results = produce_records(
+            records=[records[index] for index in unsettled],
+            timeout=settings.KAFKA_DELIVERY_TIMEOUT_S,
         )
-        stats.count_delivered(records=records, accepted_at=accepted_at)
-        return outcome
+        transient = {}
+        for index, result in zip(unsettled, results, strict=True):
+            if not isinstance(result, producer.RecordFailure):
+                settlement.offsets[index] = result
+            elif is_transient(result):
+                transient[index] = result.reason
+            else:
+                settlement.failures[index] = result.reason
+        if transient or any(index in settlement.failures for index in unsettled):
+            stats.count_producer_error()
+        if not transient:
+            return
+        age = time.time() - accepted_at
+        if (
+            attempt >= settings.INGEST_DELIVERY_MAX_ATTEMPTS
+            or age >= settings.INGEST_DELIVERY_MAX_AGE_S
+        ):
+            for index, reason in transient.items():
+                settlement.failures[index] = f"{reason} (attempt {attempt}, age {age:.0f}s)"
+            return
+        backoff = random.uniform(0, min(RETRY_BACKOFF_MAX_S, RETRY_BACKOFF_BASE_S * 2**attempt))
+        logger.warning(
+            "batch %s attempt %d: %d of %d records failed transiently (%s); retrying them in %.1fs",
+            batch_id,
+            attempt,
+            len(transient),
+            len(records),
+            next(iter(transient.values())),
+            backoff,
+        )
+        if stopping.wait(backoff):
+            raise DeliveryInterrupted(batch_id)
 
 
 def record_outcome(
     *,
     batch_id: str,
-    status: str,
     records: list,
     accepted_at: float,
-    attempts: int,
-    offsets: list | None = None,
-    reason: str = "",
+    settlement: Settlement,
+    stopping: threading.Event,
 ) -> DeliveryOutcome:
-    """Record what became of a batch, replacing an earlier outcome of the same batch."""
+    """Write a settled batch's outcome and dead letters, retrying while the database is away.
+
+    Raises OutcomeNotRecorded when every write failed; nothing is produced again here.
+    """
+    for attempt in range(1, OUTCOME_WRITE_ATTEMPTS + 1):
+        try:
+            outcome = write_outcome(
+                batch_id=batch_id, records=records, accepted_at=accepted_at, settlement=settlement
+            )
+            break
+        except (OperationalError, InterfaceError) as error:
+            if attempt == OUTCOME_WRITE_ATTEMPTS:
+                raise OutcomeNotRecorded(batch_id) from error
+            backoff = min(OUTCOME_WRITE_BACKOFF_MAX_S, OUTCOME_WRITE_BACKOFF_BASE_S * 2**attempt)
+            logger.warning(
+                "batch %s: writing its outcome failed (attempt %d of %d): %r; retrying in %.1fs",
+                batch_id,
+                attempt,
+                OUTCOME_WRITE_ATTEMPTS,
+                error,
+                backoff,
+            )
+            if stopping.wait(backoff):
+                raise DeliveryInterrupted(batch_id) from error
+            # A connection the failure broke is replaced by the next query.
+            close_old_connections()
+    failed = [records[index] for index in settlement.failures]
+    if failed:
+        logger.error(
+            "batch %s: %d of %d records dead-lettered; first: %s",
+            batch_id,
+            len(failed),
+            len(records),
+            outcome.reason,
+        )
+        stats.count_dead_lettered(records=failed)
+    if len(failed) < len(records):
+        delivered = [
+            record for index, record in enumerate(records) if index not in settlement.failures
+        ]
+        stats.count_delivered(records=delivered, accepted_at=accepted_at)
+    return outcome
+
+
+def write_outcome(
+    *, batch_id: str, records: list, accepted_at: float, settlement: Settlement
+) -> DeliveryOutcome:
+    """Write the outcome of a settled batch and a dead letter per failed record, in one go."""
+    failures = sorted(settlement.failures.items())
+    if not failures:
+        status = DeliveryOutcome.Status.DELIVERED
+    elif len(failures) == len(records):
+        status = DeliveryOutcome.Status.DEAD_LETTERED
+    else:
+        status = DeliveryOutcome.Status.PARTIALLY_DELIVERED
     outcome = DeliveryOutcome(
         batch_id=batch_id,
         status=status,
-        offsets=offsets or [],
+        offsets=settlement.offsets,
+        failures={str(index): storable(reason) for index, reason in failures},
         topics=sorted({record[0] for record in records}),
-        reason=reason,
-        attempts=attempts,
+        reason=storable(failures[0][1]) if failures else "",
+        attempts=settlement.attempts,
         accepted_at=datetime.fromtimestamp(accepted_at, tz=UTC),
     )
     # One upsert statement instead of update_or_create's transaction of three: a batch that is
     # delivered again (a redelivered task) replaces its earlier outcome.
-    DeliveryOutcome.objects.bulk_create(
+    upsert = partial(
+        DeliveryOutcome.objects.bulk_create,
         [outcome],
         update_conflicts=True,
         unique_fields=["batch_id"],
-        update_fields=["status", "offsets", "topics", "reason", "attempts", "finished_at"],
+        update_fields=[
+            "status",
+            "offsets",
+            "failures",
+            "topics",
+            "reason",
+            "attempts",
+            "finished_at",
+        ],
     )
+    if not failures:  # the common case stays one statement, without a transaction around it
+        upsert()
+        return outcome
+    with transaction.atomic():
+        DeadLetter.objects.bulk_create(
+            new_dead_letters(
+                batch_id=batch_id, records=records, failures=failures, attempts=outcome.attempts
+            )
+        )
+        upsert()
     return outcome
 
 
-def dead_letter_batch(
-    *, batch_id: str, records: list, accepted_at: float, attempts: int, reason: str
-) -> DeliveryOutcome:
-    """Keep undeliverable records in the database, one dead letter per topic."""
-    logger.error("dead-lettering batch %s (%d events): %s", batch_id, len(records), reason)
-    with transaction.atomic():
-        for topic, topic_records in groupby(sorted(records, key=lambda r: r[0]), lambda r: r[0]):
-            triples = [[event_id, key, value] for _, event_id, key, value in topic_records]
-            DeadLetter.objects.create(
+def new_dead_letters(
+    *, batch_id: str, records: list, failures: list[tuple[int, str]], attempts: int
+) -> list[DeadLetter]:
+    """Build a dead letter per failed record, leaving out those an earlier run of the same
+    batch already wrote (a task redelivered after its commit)."""
+    kept = Counter(
+        tuple(triple)
+        for stored in DeadLetter.objects.filter(batch_id=batch_id).values_list("records", flat=True)
+        for triple in stored
+    )
+    dead_letters = []
+    for index, reason in failures:
+        topic, *triple = records[index]
+        triple = [None if text is None else storable(text) for text in triple]
+        if kept[tuple(triple)] > 0:
+            kept[tuple(triple)] -= 1
+            continue
+        dead_letters.append(
+            DeadLetter(
                 batch_id=batch_id,
-                topic=topic,
-                reason=reason,
-                event_ids=[triple[0] for triple in triples],
-                records=triples,
+                topic=storable(topic),
+                reason=storable(reason),
+                event_ids=[triple[0]],
+                records=[triple],
                 attempts=attempts,
             )
-        outcome = record_outcome(
-            batch_id=batch_id,
-            status=DeliveryOutcome.Status.DEAD_LETTERED,
-            records=records,
-            accepted_at=accepted_at,
-            attempts=attempts,
-            reason=reason,
         )
-    stats.count_dead_lettered(records=records)
-    return outcome
+    return dead_letters
+
+
+def storable(text: str) -> str:
+    """Return text PostgreSQL keeps: lone surrogates and NUL, which it refuses in text and
+    JSON, as backslash escapes. Only a record that could never be produced carries them."""
+    if "\x00" in text:
+        text = text.replace("\x00", "\\x00")
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return text.encode(errors="backslashreplace").decode()
+    return text
+
+
+def dead_letter_unsettled(
+    *,
+    batch_id: str,
+    records: list,
+    accepted_at: float,
+    settlement: Settlement,
+    reason: str,
+    stopping: threading.Event,
+) -> DeliveryOutcome:
+    """Give up on every record not settled yet, dead-lettering it with `reason`."""
+    for index in settlement.unsettled():
+        settlement.failures[index] = reason
+    return record_outcome(
+        batch_id=batch_id,
+        records=records,
+        accepted_at=accepted_at,
+        settlement=settlement,
+        stopping=stopping,
+    )
+
+
+def failure_summary(error: BaseException) -> str:
+    """Summarize an unexpected exception for a dead letter: its type, message and last frame."""
+    frames = traceback.extract_tb(error.__traceback__)
+    where = f" at {frames[-1].filename}:{frames[-1].lineno} in {frames[-1].name}" if frames else ""
+    message = str(error)[:FAILURE_MESSAGE_MAX_CHARS]
+    return f"{type(error).__name__}: {message}{where}"
 
 
 def replay_dead_letters(*, dead_letters) -> int:
-    """Enqueue dead letters again as new batches and mark them replayed; return events sent."""
+    """Enqueue dead letters again as new batches and mark them replayed; return events sent.
+
+    Dead letters hold one record each, so they are gathered into batches of up to
+    INGEST_BATCH_MAX_EVENTS records and INGEST_BATCH_MAX_BYTES, one publish each.
+    """
+    replayed = 0
+    records, letters, size = [], [], 0
+    for dead_letter in dead_letters.filter(replayed_at__isnull=True).order_by("id"):
+        records.extend([dead_letter.topic, *triple] for triple in dead_letter.records)
+        letters.append(dead_letter.pk)
+        size += sum(len(triple[2]) for triple in dead_letter.records)
+        if (
+            len(records) >= settings.INGEST_BATCH_MAX_EVENTS
+            or size >= settings.INGEST_BATCH_MAX_BYTES
+        ):
+            replayed += _replay(records=records, dead_letter_ids=letters)
+            records, letters, size = [], [], 0
+    if records:
+        replayed += _replay(records=records, dead_letter_ids=letters)
+    return replayed
+
+
+def _replay(*, records: list, dead_letter_ids: list[int]) -> int:
     from .tasks import enqueue_records
 
-    replayed = 0
-    for dead_letter in dead_letters.filter(replayed_at__isnull=True):
-        records = [[dead_letter.topic, *triple] for triple in dead_letter.records]
-        enqueue_records(records=records)
-        dead_letter.replayed_at = timezone.now()
-        dead_letter.save(update_fields=["replayed_at"])
-        replayed += len(records)
-    return replayed
+    enqueue_records(records=records)
+    DeadLetter.objects.filter(pk__in=dead_letter_ids).update(replayed_at=timezone.now())
+    return len(records)
 
 
 def receipt_status(*, receipt_id: str, source: keys.SourceInfo) -> dict:

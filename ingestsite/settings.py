@@ -288,6 +288,9 @@ INGEST_BACKLOG_CHECK_INTERVAL_S = env_float("INGEST_BACKLOG_CHECK_INTERVAL_S", 1
 INGEST_RETRY_AFTER_S = env_int("INGEST_RETRY_AFTER_S", 1)
 INGEST_DELIVERY_MAX_ATTEMPTS = env_int("INGEST_DELIVERY_MAX_ATTEMPTS", 30)
 INGEST_DELIVERY_MAX_AGE_S = env_float("INGEST_DELIVERY_MAX_AGE_S", 3_600.0)
+# Times a batch's task is re-run after an unexpected (non-Kafka) error before its unsettled
+# records become dead letters.
+INGEST_TASK_MAX_RETRIES = env_int("INGEST_TASK_MAX_RETRIES", 5)
 INGEST_RECEIPT_RETENTION_S = env_float("INGEST_RECEIPT_RETENTION_S", 7 * 86_400.0)
 
 # --- Control plane: sources and keys, stats, readiness, logs ---

@@ -1,10 +1,14 @@
 """Worker-side delivery against the real Tansu and PostgreSQL."""
 
 import json
+import subprocess
+import sys
 import threading
 import time
 import uuid
+from collections import Counter
 
+import psycopg
 import pytest
 from django.core.management import call_command
 
@@ -12,7 +16,7 @@ from ingest import producer, services
 from ingest.ids import uuid7
 from ingest.models import DeadLetter, DeliveryOutcome
 from ingest.topics import read_topic
-from tests.stack import free_port
+from tests.stack import ROOT, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db]
 
@@ -70,10 +74,11 @@ def test_unreachable_kafka_is_retried_then_dead_lettered(settings):
     outcome = deliver(records)
     assert outcome.status == DeliveryOutcome.Status.DEAD_LETTERED
     assert outcome.attempts == 2
-    (dead_letter,) = DeadLetter.objects.filter(batch_id=outcome.batch_id)
-    assert dead_letter.topic == "nowhere"
-    assert dead_letter.event_ids == [record[1] for record in records]
-    assert dead_letter.records == [record[1:] for record in records]
+    assert outcome.offsets == [None, None, None]
+    dead_letters = DeadLetter.objects.filter(batch_id=outcome.batch_id).order_by("id")
+    assert [dead_letter.topic for dead_letter in dead_letters] == ["nowhere"] * 3
+    assert [dead_letter.event_ids for dead_letter in dead_letters] == [[r[1]] for r in records]
+    assert [dead_letter.records for dead_letter in dead_letters] == [[r[1:]] for r in records]
 
 
 def test_too_old_a_batch_is_dead_lettered_without_waiting(settings):
@@ -85,12 +90,19 @@ def test_too_old_a_batch_is_dead_lettered_without_waiting(settings):
     assert outcome.attempts == 1
 
 
-def test_a_record_kafka_can_never_take_is_dead_lettered_at_once(kafka_address):
-    outcome = deliver(batch_of(f"big-{uuid.uuid4().hex[:6]}", 1, size=2_000_000))
-    assert outcome.status == DeliveryOutcome.Status.DEAD_LETTERED
+def test_a_record_kafka_can_never_take_is_dead_lettered_at_once_and_alone(kafka_address):
+    topic = f"big-{uuid.uuid4().hex[:6]}"
+    records = batch_of(topic, 3)
+    records[1] = batch_of(topic, 1, size=2_000_000)[0]
+    outcome = deliver(records)
+    assert outcome.status == DeliveryOutcome.Status.PARTIALLY_DELIVERED
     assert outcome.attempts == 1
     # kafka-python says MessageSizeTooLargeError, librdkafka MSG_SIZE_TOO_LARGE.
-    assert "size" in outcome.reason.lower()
+    assert "size" in outcome.failures["1"].lower()
+    (dead_letter,) = DeadLetter.objects.filter(batch_id=outcome.batch_id)
+    assert dead_letter.event_ids == [records[1][1]]
+    found = {record.event_id for record in read_topic(topic=topic, idle_timeout_s=2)}
+    assert found == {records[0][1], records[2][1]}
 
 
 def test_a_stopping_worker_hands_the_batch_back(settings):
@@ -106,20 +118,46 @@ def test_a_stopping_worker_hands_the_batch_back(settings):
 def test_replayed_dead_letters_reach_kafka(kafka_address, capsys, monkeypatch):
     topic = f"replay-{uuid.uuid4().hex[:8]}"
     records = batch_of(topic, 4)
-    services.dead_letter_batch(
-        batch_id=uuid7(), records=records, accepted_at=time.time(), attempts=3, reason="test"
+    services.dead_letter_unsettled(
+        batch_id=uuid7(),
+        records=records,
+        accepted_at=time.time(),
+        settlement=services.Settlement.start(count=len(records)),
+        reason="test",
+        stopping=threading.Event(),
+    )
+    # A dead letter from before per-record dead letters, holding several records.
+    DeadLetter.objects.create(
+        batch_id=uuid7(),
+        topic=topic,
+        reason="old",
+        event_ids=["old-1", "old-2"],
+        records=[["old-1", None, "{}"], ["old-2", "k", "{}"]],
     )
     from ingest import tasks
 
+    published = []
+
     def deliver_inline(publisher, *, batch_id, records):
+        published.append(batch_id)
         deliver(records, batch_id=batch_id)
 
     monkeypatch.setattr(tasks, "_publish_with", deliver_inline)
+    call_command("dead_letters", "list", "--topic", topic)
+    listing = capsys.readouterr().out.splitlines()
+    assert len(listing) == 5
+    assert any(f"\t{records[0][1]}\twaiting\ttest" in line for line in listing)
+    assert any("\t2 events\twaiting\told" in line for line in listing)
+
+    first = DeadLetter.objects.filter(topic=topic).order_by("id").first()
+    call_command("dead_letters", "replay", "--id", str(first.id))
+    assert "enqueued 1 events again" in capsys.readouterr().out
     call_command("dead_letters", "replay", "--topic", topic)
-    assert "enqueued 4 events again" in capsys.readouterr().out
-    assert DeadLetter.objects.get(topic=topic).replayed_at is not None
+    assert "enqueued 5 events again" in capsys.readouterr().out
+    assert len(published) == 2  # one by one, then the rest in one batch
+    assert not DeadLetter.objects.filter(topic=topic, replayed_at__isnull=True).exists()
     found = {record.event_id for record in read_topic(topic=topic, idle_timeout_s=2)}
-    assert found == {record[1] for record in records}
+    assert found == {record[1] for record in records} | {"old-1", "old-2"}
 
     call_command("dead_letters", "purge", "--topic", topic)
     assert not DeadLetter.objects.filter(topic=topic).exists()
@@ -133,3 +171,56 @@ def test_tail_topic_prints_records_with_their_ids(kafka_address, capsys):
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert sorted(line["id"] for line in lines) == sorted(record[1] for record in records)
     assert all(line["value"]["pad"] == "x" * 10 for line in lines)
+
+
+ENQUEUE_FROM_STDIN = (
+    "import json, sys; from ingest.tasks import enqueue_records; "
+    "print(enqueue_records(records=json.load(sys.stdin)))"
+)
+OUTCOME_TIMEOUT_S = 60
+
+
+def wait_for_outcome(stack, batch_id: str) -> tuple:
+    deadline = time.monotonic() + OUTCOME_TIMEOUT_S
+    with psycopg.connect(stack.database.url.replace("postgres://", "postgresql://")) as db:
+        while time.monotonic() < deadline:
+            row = db.execute(
+                "SELECT status, offsets, failures FROM ingest_deliveryoutcome WHERE batch_id = %s",
+                (batch_id,),
+            ).fetchone()
+            if row is not None:
+                dead_letters = db.execute(
+                    "SELECT event_ids, reason FROM ingest_deadletter WHERE batch_id = %s",
+                    (batch_id,),
+                ).fetchall()
+                return row, dead_letters
+            db.commit()  # end the snapshot so the next poll sees the worker's commit
+            time.sleep(0.2)
+    raise TimeoutError(f"no outcome of batch {batch_id} in {OUTCOME_TIMEOUT_S}s")
+
+
+def test_a_worker_delivers_a_batch_around_a_poison_record_exactly_once(stack_factory):
+    stack = stack_factory()
+    stack.start_worker(concurrency=2)
+    topic = f"poison-{uuid.uuid4().hex[:8]}"
+    records = batch_of(topic, 6)
+    records[2][2] = "\ud800"  # a lone surrogate: the key cannot encode to UTF-8
+    published = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", ENQUEUE_FROM_STDIN],
+        cwd=ROOT,
+        env=stack.env,
+        input=json.dumps(records),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    batch_id = published.stdout.strip().splitlines()[-1]
+
+    (status, offsets, failures), dead_letters = wait_for_outcome(stack, batch_id)
+    assert status == "partially_delivered"
+    assert list(failures) == ["2"] and offsets[2] is None
+    assert [event_ids for event_ids, _ in dead_letters] == [[records[2][1]]]
+    assert dead_letters[0][1].startswith("UnicodeEncodeError in the key")
+    found = Counter(record.event_id for record in stack.read_topic(topic, idle_timeout_s=2))
+    assert found == {record[1]: 1 for index, record in enumerate(records) if index != 2}

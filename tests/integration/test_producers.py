@@ -38,6 +38,7 @@ def test_records_read_back_with_event_id_key_value_at_the_returned_offsets(clien
     offsets = producer.produce(records=records, timeout=15)
     assert isinstance(producer.get_producer(), producer.BACKENDS[client])
     assert len(offsets) == len(records)
+    assert not any(isinstance(offset, producer.RecordFailure) for offset in offsets)
 
     found = {
         record.event_id: record
@@ -59,15 +60,15 @@ def test_a_frozen_broker_gives_a_transient_failure_in_time_then_delivery_resumes
 
     tansu.freeze()
     started = time.monotonic()
-    with pytest.raises(producer.ProduceFailed) as failure:
-        producer.produce(records=records_for(topic, 5), timeout=1.5)
+    failures = producer.produce(records=records_for(topic, 5), timeout=1.5)
     assert time.monotonic() - started < 3
-    assert failure.value.transient
+    assert all(isinstance(failure, producer.RecordFailure) for failure in failures)
+    assert all(failure.transient for failure in failures)
     tansu.thaw()
 
     records = records_for(topic, 5)
     offsets = producer.produce(records=records, timeout=15)
-    assert len(offsets) == 5
+    assert all(isinstance(offset, list) for offset in offsets)
     found = {
         record.event_id
         for record in read_topic(topic=topic, idle_timeout_s=2, bootstrap_servers=[tansu.address])
@@ -78,6 +79,33 @@ def test_a_frozen_broker_gives_a_transient_failure_in_time_then_delivery_resumes
 def test_a_record_larger_than_kafka_takes_fails_permanently(client):
     topic = f"big-{client}-{uuid.uuid4().hex[:8]}"
     big = [[topic, "big-1", None, json.dumps({"pad": "x" * 2_000_000})]]
-    with pytest.raises(producer.ProduceFailed) as failure:
-        producer.produce(records=big, timeout=15)
-    assert not failure.value.transient
+    (failure,) = producer.produce(records=big, timeout=15)
+    assert not failure.transient
+
+
+def test_poison_records_fail_alone_and_the_others_are_delivered(client, settings, kafka_address):
+    settings.KAFKA_MAX_REQUEST_SIZE = 10_000  # the client, not the broker, must refuse the big one
+    topic = f"poison-{client}-{uuid.uuid4().hex[:8]}"
+    records = records_for(topic, 6)
+    records[1][3] = json.dumps({"pad": "x" * 20_000})
+    records[3][2] = "\ud800"
+    records.append(["not a topic!", "ev-bad-topic", None, "{}"])
+    results = producer.produce(records=records, timeout=15)
+
+    failed = {
+        index: result
+        for index, result in enumerate(results)
+        if isinstance(result, producer.RecordFailure)
+    }
+    assert sorted(failed) == [1, 3, 6]
+    assert not any(failure.transient for failure in failed.values())
+    assert "size" in failed[1].reason.lower() or "large" in failed[1].reason.lower()
+    assert failed[3].reason.startswith("UnicodeEncodeError in the key")
+    assert failed[6].reason.startswith("InvalidTopicError")
+    found = {
+        record.event_id
+        for record in read_topic(topic=topic, idle_timeout_s=2, bootstrap_servers=[kafka_address])
+    }
+    assert found == {records[index][1] for index in (0, 2, 4, 5)}
+    # Refusing a record leaves the producer in place for the next batch.
+    assert isinstance(producer.produce(records=records_for(topic, 1), timeout=15)[0], list)

@@ -4,16 +4,18 @@ import json
 import socket
 import time
 import uuid
+from collections import Counter
 
 import pytest
 from celery.worker.request import Request
+from django.db import OperationalError
 from kombu import Connection, Exchange, Queue
 
 from celery_app import app
-from ingest import producer
+from ingest import producer, services
 from ingest.ids import uuid7
 from ingest.models import DeliveryOutcome
-from ingest.publisher import TaskPublisher
+from ingest.publisher import MessageReturned, TaskPublisher
 from ingest.tasks import DELIVER_BATCH_TASK
 from ingest.topics import read_topic
 from tests.stack import free_port
@@ -108,3 +110,79 @@ def test_an_unreachable_broker_fails_the_publish_quickly(queue):
     with pytest.raises(OSError):
         publish_batch(publisher, [["t", "ev-1", None, "{}"]])
     assert time.monotonic() - started < 5
+
+
+def test_a_deleted_binding_never_confirms_and_drops_a_message(publisher, queue):
+    publish_batch(publisher, [["t", "ev-1", None, "{}"]])  # connected and declared
+    with app.connection_for_write() as connection:
+        connection.default_channel.queue_unbind(
+            queue=queue.name, exchange=queue.exchange.name, routing_key=queue.routing_key
+        )
+    # The kept connection's publish is returned; the retry re-declares the binding.
+    second = publish_batch(publisher, [["t", "ev-2", None, "{}"]])
+
+    with app.connection_for_write() as connection:
+        messages = take_messages(queue, connection)
+        assert [message.headers["id"] for message in messages][-1] == second
+        assert len(messages) == 2
+        for message in messages:
+            message.ack()
+
+
+def test_a_message_no_queue_takes_fails_the_publish(queue):
+    with app.connection_for_write() as connection:
+        queue.exchange.bind(connection.default_channel).declare()  # an exchange, nothing bound
+    unbound = Queue(queue.name, queue.exchange, routing_key=queue.name, no_declare=True)
+    publisher = TaskPublisher(
+        connect=app.connection_for_write, queue=unbound, task_name=DELIVER_BATCH_TASK, timeout=5
+    )
+    try:
+        with pytest.raises(MessageReturned, match="NO_ROUTE"):
+            publish_batch(publisher, [["t", "ev-1", None, "{}"]])
+        # After a return the publisher still confirms what the broker takes, and only that.
+        with app.connection_for_write() as connection:
+            queue.bind(connection.default_channel).declare()
+        publish_batch(publisher, [["t", "ev-2", None, "{}"]])
+        with app.connection_for_write() as connection:
+            (message,) = take_messages(queue, connection)
+            message.ack()
+    finally:
+        publisher.close()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_task_whose_outcome_is_not_written_is_resent_with_its_settled_state(
+    publisher, queue, kafka_address, monkeypatch
+):
+    write = services.write_outcome
+
+    def database_down(**kwargs):
+        raise OperationalError("database down")
+
+    monkeypatch.setattr(services, "OUTCOME_WRITE_BACKOFF_BASE_S", 0.0)
+    monkeypatch.setattr(services, "write_outcome", database_down)
+    topic = f"resend-{uuid.uuid4().hex[:8]}"
+    records = [[topic, f"ev-{n}", None, json.dumps({"n": n})] for n in range(3)]
+    batch_id = publish_batch(publisher, records)
+
+    producer.close_producer(timeout=5)
+    with app.connection_for_write() as connection:
+        (message,) = take_messages(queue, connection)
+        Request(message, app=app, task=app.tasks[DELIVER_BATCH_TASK]).execute()
+        message.ack()
+        # Celery published the re-sent task, confirmed, to the queue the batch came from.
+        (resent,) = take_messages(queue, connection)
+        assert resent.headers["id"] == batch_id and resent.headers["retries"] == 1
+        assert "<3 records>" in resent.headers["kwargsrepr"]
+        settled = resent.decode()[1]["settled"]
+        assert all(offset is not None for offset in settled["offsets"])
+
+        monkeypatch.setattr(services, "write_outcome", write)
+        Request(resent, app=app, task=app.tasks[DELIVER_BATCH_TASK]).execute()
+        resent.ack()
+        assert take_messages(queue, connection) == []
+    producer.close_producer(timeout=5)
+
+    assert DeliveryOutcome.objects.get(batch_id=batch_id).status == "delivered"
+    found = Counter(record.event_id for record in read_topic(topic=topic, idle_timeout_s=2))
+    assert found == {record[1]: 1 for record in records}  # produced by the first run only

@@ -53,7 +53,46 @@ def test_kafka_python_errors_are_classified_and_replace_the_producer(error, tran
     failure = producer.kafka_python_failure(error)
     assert failure.transient is transient
     assert failure.replace_producer
-    assert type(error).__name__ in str(failure)
+    assert type(error).__name__ in failure.reason
+
+
+def test_a_record_refused_for_its_size_before_sending_leaves_the_producer_in_place():
+    failure = producer.kafka_python_failure(MessageSizeTooLargeError("too big"), sent=False)
+    assert (failure.transient, failure.replace_producer) == (False, False)
+    timeout = producer.kafka_python_failure(KafkaTimeoutError("no metadata"), sent=False)
+    assert (timeout.transient, timeout.replace_producer) == (True, True)
+
+
+@pytest.mark.parametrize(
+    ("record", "field"),
+    [
+        (["t", "id-1", "\ud800", "{}"], "key"),
+        (["t", "\udfff", None, "{}"], "id"),
+        (["t", "id-1", None, '{"v": "\udfff"}'], "value"),
+    ],
+)
+def test_a_record_that_cannot_encode_fails_permanently_naming_the_field(record, field):
+    failure = producer.encode_record(record)
+    assert isinstance(failure, producer.RecordFailure)
+    assert not failure.transient and not failure.replace_producer
+    assert failure.reason.startswith(f"UnicodeEncodeError in the {field}")
+
+
+@pytest.mark.parametrize("topic", ["", "a b", "x" * 250, "..", "caf\u00e9"])
+def test_an_illegal_topic_fails_permanently(topic):
+    failure = producer.encode_record([topic, "id-1", None, "{}"])
+    assert isinstance(failure, producer.RecordFailure)
+    assert not failure.transient
+    assert failure.reason.startswith("InvalidTopicError")
+
+
+def test_a_good_record_encodes_to_bytes_with_its_id_header():
+    assert producer.encode_record(["t.1", "id-1", "k\u00e9", '{"a":1}']) == (
+        "t.1",
+        b'{"a":1}',
+        "k\u00e9".encode(),
+        [("event-id", b"id-1")],
+    )
 
 
 @pytest.mark.parametrize(
@@ -76,11 +115,12 @@ def test_an_unreachable_broker_fails_transiently_within_the_timeout(client, sett
     settings.KAFKA_CLIENT = client
     settings.KAFKA_BOOTSTRAP_SERVERS = [f"127.0.0.1:{free_port()}"]
     settings.KAFKA_MAX_BLOCK_MS = 500
+    records = [["t", "id-1", None, "{}"], ["t", "id-2", "\ud800", "{}"], ["t", "id-3", None, "{}"]]
     started = time.monotonic()
-    with pytest.raises(producer.ProduceFailed) as failure:
-        producer.produce(records=[["t", "id-1", None, "{}"]], timeout=1.0)
+    first, poison, last = producer.produce(records=records, timeout=1.0)
     assert time.monotonic() - started < 3
-    assert failure.value.transient
+    assert first.transient and last.transient
+    assert not poison.transient  # the poison record fails on its own terms, not the broker's
 
 
 class FakeCluster:

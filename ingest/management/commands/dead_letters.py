@@ -5,7 +5,10 @@ from ingest.models import DeadLetter
 
 
 class Command(BaseCommand):
-    help = "List, replay or purge dead letters (events that could not be delivered to Kafka)."
+    help = (
+        "List, replay or purge dead letters (events that could not be delivered to Kafka), "
+        "one record each: list shows its id, event id and reason; --id picks them one by one."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("action", choices=("list", "replay", "purge"))
@@ -26,10 +29,12 @@ class Command(BaseCommand):
                     if (dead_letter.replayed_at)
                     else "waiting"
                 )
+                ids = dead_letter.event_ids
+                # Rows from before per-record dead letters may hold several events.
+                events = ids[0] if len(ids) == 1 else f"{len(ids)} events"
                 self.stdout.write(
                     f"{dead_letter.id}\t{dead_letter.created_at:%Y-%m-%d %H:%M:%S}\t"
-                    f"{dead_letter.topic}\t{len(dead_letter.event_ids)} events\t{state}\t"
-                    f"{dead_letter.reason}"
+                    f"{dead_letter.topic}\t{events}\t{state}\t{dead_letter.reason}"
                 )
         elif action == "replay":
             count = services.replay_dead_letters(dead_letters=dead_letters)
