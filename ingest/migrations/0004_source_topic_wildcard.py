@@ -20,7 +20,7 @@ def wildcard_to_empty_topics(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('ingest', '0002_control_plane'),
+        ('ingest', '0003_per_record_outcomes'),
     ]
 
     operations = [
