@@ -99,7 +99,10 @@ class TaskPublisher:
         try:
             connection.connect()
             channel = connection.channel()
-            channel.events["basic_return"].add(self._on_return)
+            # kombu's virtual transports (standalone mode's file broker) send no basic.return
+            # and have no events table; an AMQP channel does.
+            if hasattr(channel, "events"):
+                channel.events["basic_return"].add(self._on_return)
             self._queue.bind(channel).declare()
         except Exception:
             connection.close()
