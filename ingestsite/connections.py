@@ -6,9 +6,10 @@ before every read times out holds a thread for as long as it likes. Here:
 - A request must be read whole (head and body) before its deadline, counted from when a thread
   starts reading it, its first byte having arrived. Past it the request is answered 408 and its
   connection closed.
-- A request is *slow* from the first time its thread has to wait for more of its bytes until it
-  is answered. At most a fixed number of requests may be slow at once (a share of the threads);
-  past that, a request that would have to wait is answered 408 and closed at once instead.
+- A request is *slow* once its thread has waited for more of its bytes longer than
+  SLOW_CLIENT_GRACE_S in all, and stays slow until it is answered. At most a fixed number of
+  requests may be slow at once (a share of the threads); past that, a request that would have to
+  wait longer is answered 408 and closed at once instead.
 - A thread never waits for the first byte of a request: a connection with nothing to read goes
   back to cheroot's selector, which expires it after the socket timeout, as it does idle
   keep-alive connections.
@@ -27,6 +28,12 @@ import time
 from cheroot import server as cheroot_server
 from cheroot import wsgi
 from cheroot.makefile import MakeFile, StreamReader
+
+# How long a request may wait for its client, in all, before it is slow and needs a slot. Clients
+# send a head and its body in separate writes (Python's http.client does), and Nagle's algorithm
+# may hold the second until the first is acknowledged, which a delayed ACK (40 ms on Linux) puts
+# off: such requests are not slow. A client cut for want of a slot has held a thread this long.
+SLOW_CLIENT_GRACE_S = 0.1
 
 # cheroot answers 408 to a socket timeout whose first argument is exactly this.
 CHEROOT_TIMEOUT_MESSAGE = "timed out"
@@ -85,11 +92,13 @@ class ClientSocketIO(socket.SocketIO):
         self._holds_slot = False
         # None between requests: then a read that finds nothing raises BlockingIOError at once.
         self._deadline: float | None = None
+        self._grace_left = SLOW_CLIENT_GRACE_S
         self.cut: RequestCut | None = None
 
     def begin_request(self) -> None:
         """Start the deadline of the request whose first bytes are buffered."""
         self._deadline = time.monotonic() + self._request_timeout
+        self._grace_left = SLOW_CLIENT_GRACE_S
         self.cut = None
 
     def end_request(self) -> None:
@@ -112,23 +121,31 @@ class ClientSocketIO(socket.SocketIO):
         return self._wait_then_read(buffer)
 
     def _wait_then_read(self, buffer) -> int:
-        if not self._holds_slot:
-            if not self._slots.take():
-                raise self._cut(NO_SLOT_FREE)
-            self._holds_slot = True
         poller = select.poll()
         poller.register(self._sock.fileno(), select.POLLIN)
+        read_ends = time.monotonic() + self._read_timeout
         while True:
-            remaining = self._deadline - time.monotonic()
-            if remaining <= 0:
+            now = time.monotonic()
+            if now >= self._deadline:
                 raise self._cut(DEADLINE_PASSED)
-            wait = min(self._read_timeout, remaining)
-            if not poller.poll(wait * 1000) and wait < remaining:
+            if now >= read_ends:
                 raise self._cut(READ_TIMED_OUT)
-            try:
-                return os.readv(self._sock.fileno(), [buffer])
-            except BlockingIOError:
-                continue  # woken by the deadline, or without data after all
+            wait = min(self._deadline, read_ends) - now
+            if not self._holds_slot:
+                if self._grace_left > 0:
+                    wait = min(wait, self._grace_left)
+                elif self._slots.take():
+                    self._holds_slot = True
+                else:
+                    raise self._cut(NO_SLOT_FREE)
+            ready = poller.poll(wait * 1000)
+            if not self._holds_slot:
+                self._grace_left -= time.monotonic() - now
+            if ready:
+                try:
+                    return os.readv(self._sock.fileno(), [buffer])
+                except BlockingIOError:
+                    continue  # woken without data after all
 
     def _cut(self, reason: str) -> RequestCut:
         # Kept, so that every later read of this request fails too: the application may have

@@ -17,6 +17,9 @@ CLIENT_TIMEOUT_S = 10.0
 CUT_SLACK_S = 1.0
 DRIBBLE_INTERVAL_S = 0.2
 POST_HEAD = b"POST /echo HTTP/1.1\r\nHost: test\r\nContent-Length: 64\r\n\r\n"
+# Within SLOW_CLIENT_GRACE_S: a delayed ACK holding back a client's second write.
+SPLIT_WRITE_GAP_S = 0.04
+CLOSE = b"\r\nConnection: close\r\n\r\n"
 
 
 def echo_app(environ, start_response):
@@ -57,6 +60,8 @@ def serve():
             ("127.0.0.1", 0),
             echo_app,
             numthreads=threads,
+            # cheroot's default backlog (5) would drop a burst of connections for a second.
+            request_queue_size=64,
             timeout=timeout,
             request_timeout=request_timeout,
             slow_client_share=share,
@@ -148,8 +153,13 @@ def test_past_the_slow_client_share_a_slow_request_is_cut_at_once(serve):
         assert answer.startswith(b"HTTP/1.1 408 "), answer
         assert time.monotonic() - started < CUT_SLACK_S
         assert slots.refused == 1
-        # A request that arrives whole never waits, so it needs no slot.
+        # A request that arrives whole never waits, so it needs no slot; nor does one whose body
+        # follows its head a moment later (http.client sends them apart).
         assert running.request("POST", body=b'{"a": 1}')[0] == 200
+        with dribbler(running.port, POST_HEAD.replace(b"\r\n\r\n", CLOSE)) as split:
+            time.sleep(SPLIT_WRITE_GAP_S)
+            split.sendall(b"x" * 64)
+            assert answer_until_closed(split).startswith(b"HTTP/1.1 200 ")
         # The two slow clients still hold theirs: neither was answered.
         for sock in held:
             sock.setblocking(False)
