@@ -205,16 +205,18 @@ class DeadlineConnection(cheroot_server.HTTPConnection):
 
 
 class CutRequestGateway(wsgi.Gateway_10):
-    """Answer 408 to a request cut while the application read its body, whatever it answered."""
+    """Answer 408 to a request cut while the application read its body, and close it."""
 
     answering_cut = False
 
     def start_response(self, status, headers, exc_info=None):
         if self.req.conn.request_cut is None:
             return super().start_response(status, headers, exc_info)
+        self.req.close_connection = True  # the rest of its body may still be on its way
+        if status.startswith("408"):
+            return super().start_response(status, headers, exc_info)
         # The application saw the cut as an unreadable body (Django: a 500); the client was slow.
         self.answering_cut = True
-        self.req.close_connection = True
         return super().start_response("408 Request Timeout", [("Content-Length", "0")], exc_info)
 
     def write(self, chunk):

@@ -22,11 +22,17 @@ SPLIT_WRITE_GAP_S = 0.04
 CLOSE = b"\r\nConnection: close\r\n\r\n"
 
 
+MAPPED_408 = b'{"code": "request_timeout"}'
+
+
 def echo_app(environ, start_response):
     """Answer the length and digest of the body it read whole, as a WSGI application does."""
     try:
         body = environ["wsgi.input"].read()
     except OSError:
+        if environ["PATH_INFO"] == "/mapped":  # an application that answers the cut itself
+            start_response("408 Request Timeout", [("Content-Length", str(len(MAPPED_408)))])
+            return [MAPPED_408]
         # Django turns an unreadable body into a 500; the server must answer 408 all the same.
         start_response("500 Internal Server Error", [("Content-Length", "5")])
         return [b"error"]
@@ -129,6 +135,16 @@ def test_a_dribbling_client_is_cut_at_the_request_deadline(serve, name, whole, d
         seconds, answer = dribble_until_cut(sock, dribbled, limit_s=5.0)
     assert answer.startswith(b"HTTP/1.1 408 "), answer
     assert 1.0 - DRIBBLE_INTERVAL_S <= seconds <= 1.0 + CUT_SLACK_S, f"{name} cut after {seconds}"
+
+
+def test_an_application_may_answer_the_cut_itself(serve):
+    running = serve(timeout=5.0, request_timeout=0.5)
+    head = POST_HEAD.replace(b"/echo", b"/mapped")
+    with dribbler(running.port, head) as sock:
+        _, answer = dribble_until_cut(sock, b"x" * 64, limit_s=5.0)
+    assert answer.startswith(b"HTTP/1.1 408 Request Timeout\r\n"), answer
+    assert b"Connection: close\r\n" in answer
+    assert answer.endswith(MAPPED_408)
 
 
 def test_the_read_timeout_still_bounds_each_wait(serve):
