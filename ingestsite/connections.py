@@ -73,6 +73,9 @@ class RequestCut(TimeoutError):
         super().__init__(CHEROOT_TIMEOUT_MESSAGE)
         self.reason = reason
 
+    def __str__(self) -> str:
+        return f"{CHEROOT_TIMEOUT_MESSAGE}: {self.reason}"
+
 
 class ClientSocketIO(socket.SocketIO):
     """Read a client's socket, waiting for more bytes only before the deadline and with a slot."""

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from ingestsite.connections import DeadlineServer
+from ingestsite.connections import DEADLINE_PASSED, DeadlineServer, RequestCut
 
 CLIENT_TIMEOUT_S = 10.0
 # How late a cut may reach the client: the server notices at its next wake-up, then answers.
@@ -236,6 +236,12 @@ def test_each_request_of_a_kept_connection_has_its_own_deadline(serve):
             time.sleep(0.8)  # idle longer than a request may take: the idle wait is not counted
     finally:
         connection.close()
+
+
+def test_a_cut_reads_as_cheroots_timeout_and_says_why():
+    cut = RequestCut(DEADLINE_PASSED)
+    assert cut.args[0] == "timed out"  # what cheroot answers 408 to
+    assert str(cut) == "timed out: the request deadline passed"
 
 
 def test_the_settings_are_checked():
