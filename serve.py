@@ -113,7 +113,29 @@ OPTIONS = (
         "idle keep-alive connections each process keeps open; past it cheroot closes a connection "
         "after its answer (cheroot's own default, 10, makes most clients reconnect under load)",
     ),
-    Option("--timeout", "SERVE_TIMEOUT", float, 10.0, "socket timeout of a connection, seconds"),
+    Option(
+        "--timeout",
+        "SERVE_TIMEOUT",
+        float,
+        10.0,
+        "seconds one read or write may wait for the client, and an idle connection stays open",
+    ),
+    Option(
+        "--request-timeout",
+        "SERVE_REQUEST_TIMEOUT",
+        float,
+        10.0,
+        "seconds a client has to send a whole request (head and body) once its first byte is "
+        "read; past it the request is answered 408 and its connection closed",
+    ),
+    Option(
+        "--slow-client-share",
+        "SERVE_SLOW_CLIENT_SHARE",
+        float,
+        0.5,
+        "share of --threads that may wait for more bytes of a request; past it a request that "
+        "would have to wait is answered 408 and closed at once",
+    ),
     Option(
         "--shutdown-timeout",
         "SERVE_SHUTDOWN_TIMEOUT",
@@ -161,6 +183,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--threads must be at least 1")
     if args.timeout <= 0:
         parser.error("--timeout must be positive")
+    if args.request_timeout <= 0:
+        parser.error("--request-timeout must be positive")
+    if not 0 <= args.slow_client_share <= 1:
+        parser.error("--slow-client-share must be a fraction of the threads, from 0 to 1")
     if args.shutdown_timeout < 0:
         parser.error("--shutdown-timeout must not be negative")
     if args.accepted_queue_size < 1:
@@ -249,8 +275,7 @@ def print_configuration(args: argparse.Namespace, stack: ExitStack) -> None:
 
 
 def build_server(args: argparse.Namespace, *, reuse_port: bool):
-    from cheroot import wsgi
-
+    from ingestsite.connections import DeadlineServer
     from ingestsite.wsgi import application
 
     # What start-up loaded (Django, Celery, the URL resolver) lives as long as the process.
@@ -258,9 +283,11 @@ def build_server(args: argparse.Namespace, *, reuse_port: bool):
     # holding the GIL in a loaded server process (docs/BENCHMARKS.md).
     gc.collect()
     gc.freeze()
-    server = wsgi.Server(
+    server = DeadlineServer(
         args.address,
         application,
+        request_timeout=args.request_timeout,
+        slow_client_share=args.slow_client_share,
         numthreads=args.threads,
         request_queue_size=args.request_queue_size,
         timeout=args.timeout,

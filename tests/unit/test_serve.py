@@ -29,6 +29,23 @@ def test_defaults_run_one_pinned_process_per_usable_core():
     assert args.child is None
 
 
+def test_requests_have_a_deadline_and_slow_clients_half_the_threads_by_default():
+    args = serve.parse_args([])
+    assert (args.request_timeout, args.slow_client_share, args.threads) == (10.0, 0.5, 150)
+
+
+def test_the_server_reads_requests_under_the_deadline_and_the_share(monkeypatch):
+    from ingestsite.connections import DeadlineServer
+
+    monkeypatch.setenv("SERVE_REQUEST_TIMEOUT", "2.5")
+    monkeypatch.setenv("SERVE_SLOW_CLIENT_SHARE", "0.25")
+    args = serve.parse_args(["--bind", "127.0.0.1:0", "--processes", "1", "--threads", "10"])
+    server = serve.build_server(args, reuse_port=False)
+    assert isinstance(server, DeadlineServer)
+    assert server.request_timeout == 2.5
+    assert server.slow_client_slots.limit == 2
+
+
 def test_environment_sets_defaults_and_flags_override_them(monkeypatch):
     monkeypatch.setenv("SERVE_PROCESSES", "3")
     monkeypatch.setenv("SERVE_CPU_AFFINITY", "yes")
@@ -59,6 +76,10 @@ def test_a_malformed_environment_variable_is_named(monkeypatch, capsys, env, val
         (["--processes", "-2"], "--processes must be at least 1"),
         (["--threads", "0"], "--threads must be at least 1"),
         (["--timeout", "0"], "--timeout must be positive"),
+        (["--request-timeout", "0"], "--request-timeout must be positive"),
+        (["--request-timeout", "-1"], "--request-timeout must be positive"),
+        (["--slow-client-share", "1.5"], "--slow-client-share must be a fraction"),
+        (["--slow-client-share", "-0.1"], "--slow-client-share must be a fraction"),
         (["--shutdown-timeout", "-1"], "--shutdown-timeout must not be negative"),
         (["--accepted-queue-size", "0"], "--accepted-queue-size must be at least 1"),
         (["--bind", "8000"], "--bind must be host:port, got '8000'"),
