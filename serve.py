@@ -256,7 +256,7 @@ def start_embedded_services(args: argparse.Namespace, stack: ExitStack) -> None:
         )
     print(
         "  Standalone mode is for trying the gateway out. For production set DATABASE_URL, "
-        "CELERY_BROKER_URL, KAFKA_BOOTSTRAP_SERVERS and SECRET_KEY (see README.md)."
+        "CELERY_BROKER_URL, KAFKA_BOOTSTRAP_SERVERS, SECRET_KEY and ALLOWED_HOSTS (see README.md)."
     )
 
 

@@ -27,12 +27,13 @@ ERRORS = {
     "403": _error("The source may not send to this topic."),
     "404": _error("No such endpoint, or the topic is not accepted by this gateway."),
     "405": _error("The method is not allowed on this endpoint."),
+    "408": _error("The request did not arrive whole within the server's request deadline."),
     "413": _error("The body, the number of events or one event's size is over the limit."),
     "415": _error("Unsupported Content-Type or Content-Encoding."),
     "429": _error("The source is over its rate limit.", retry_after=True),
     "503": _error("The broker is unreachable or backlogged; retry later.", retry_after=True),
 }
-INGEST_ERRORS = ("400", "401", "403", "404", "405", "413", "415", "429", "503")
+INGEST_ERRORS = ("400", "401", "403", "404", "405", "408", "413", "415", "429", "503")
 ACCEPTED = {
     "description": "Accepted: durable in the broker (or as the ack level says).",
     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Acceptance"}}},

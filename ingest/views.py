@@ -73,11 +73,16 @@ def declared_length(request) -> int | None:
 
 def read_body(request, declared: int | None) -> bytes:
     """Read the body: Content-Length bytes, or a chunked body up to the body limit."""
-    if declared is not None:
-        return request.body
-    # Django reads only Content-Length bytes; cheroot undoes the chunking on wsgi.input.
     limit = settings.INGEST_MAX_BODY_BYTES
-    body = request.environ["wsgi.input"].read(limit + 1)
+    try:
+        if declared is not None:
+            return request.body
+        # Django reads only Content-Length bytes; cheroot undoes the chunking on wsgi.input.
+        body = request.environ["wsgi.input"].read(limit + 1)
+    except OSError as error:  # the server cut a client too slow to send its body, or it left
+        raise ApiError(
+            408, "request_timeout", f"the request body did not arrive in time: {error}"
+        ) from error
     if len(body) > limit:
         raise parsing.body_too_large(f"chunked body exceeds {limit} bytes")
     return body

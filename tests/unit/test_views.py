@@ -244,3 +244,19 @@ def test_a_late_confirm_is_a_late_202_not_a_503(client, gateway, publisher, sett
     response = post(client, {"id": "late"})
     assert response.status_code == 202, response.content
     assert [record[1] for record in publisher.records] == ["late"]
+
+
+class CutBody(io.BytesIO):
+    """A body the server stops reading: its client was too slow (ingestsite.connections)."""
+
+    def read(self, *args):
+        raise TimeoutError("Socket operation timed out: the request deadline passed")
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_a_body_cut_by_the_server_is_408_not_500(client, gateway, publisher, chunked):
+    headers = {"CONTENT_LENGTH": "", "HTTP_TRANSFER_ENCODING": "chunked"} if chunked else {}
+    response = post(client, b"{}", **headers, **{"wsgi.input": CutBody()})
+    body = assert_error(response, 408, "request_timeout")
+    assert "deadline" in body["message"]
+    assert publisher.records == []
