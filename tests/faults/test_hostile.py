@@ -9,9 +9,10 @@ from collections import Counter, defaultdict
 import msgspec
 import pytest
 
-from .conftest import drain_and_count, log_since, log_size
+from .conftest import log_since, log_size
 from .hostile import (
     HUGE_INTEGER,
+    TOPIC_READ_TIMEOUT_S,
     HostileAnswer,
     RawRecord,
     accepted_stat,
@@ -19,6 +20,7 @@ from .hostile import (
     batch_receptions,
     database_refusing_connections,
     dead_letter_rows,
+    drain,
     event_cases,
     misjudged,
     named,
@@ -61,7 +63,6 @@ NORMAL_LOAD_S = 12.0
 HOSTILE_DRAIN_TIMEOUT_S = 40.0
 SETTLE_TIMEOUT_S = 15.0
 STATS_FLUSH_TIMEOUT_S = 10.0
-TOPIC_IDLE_S = 1.5
 
 OUTAGE_S = 10.0
 BINDING_GONE_S = 4.0
@@ -94,7 +95,9 @@ def post_probe(stack, topic: str, key: str, ledger: LoadResult) -> str:
 
 
 def read_records(stack, topic: str) -> list[RawRecord]:
-    return read_raw_records(bootstrap=stack.kafka_address, topic=topic, idle_timeout_s=TOPIC_IDLE_S)
+    return read_raw_records(
+        bootstrap=stack.kafka_address, topic=topic, timeout_s=TOPIC_READ_TIMEOUT_S
+    )
 
 
 def by_event_id(records: list[RawRecord]) -> dict[str, list[RawRecord]]:
@@ -247,11 +250,10 @@ def test_hostile_traffic_around_normal_traffic(fault_stack, report):
         answers = send_all(stack.port, cases, threads=HOSTILE_THREADS)
         result = load.wait()
     result.merge(probes)
-    figures = drain_and_count(
+    figures, normal_records = drain(
         stack, normal_topic, result, scenario="hostile traffic", timeout=HOSTILE_DRAIN_TIMEOUT_S
     )
     receptions, outcomes = wait_until_settled(stack, worker_log, log_start)
-    normal_records = read_records(stack, normal_topic)
     hostile_records = read_records(stack, hostile_topic)
     dead_letters = dead_letter_rows(stack)
     counted = wait_for_stats(stack, normal_topic, len(result.accepted))
@@ -350,7 +352,7 @@ def test_postgresql_outage_during_outcome_writes(fault_stack, topic, report):
             outage_ended = time.time()
         wait_for_accepts(load, WARMUP_ACCEPTS)
         result = load.stop()
-    figures = drain_and_count(
+    figures, _ = drain(
         stack, topic, result, scenario="PostgreSQL outage 10s", timeout=SCENARIO_DRAIN_TIMEOUT_S
     )
     # Batches accepted well inside the outage were taken by the worker while their outcome
@@ -390,7 +392,7 @@ def test_deleted_queue_binding(fault_stack, topic, report):
         unbind_queue(broker_url=stack.env["CELERY_BROKER_URL"], queue_name=stack.queue)
         time.sleep(BINDING_GONE_S)  # traffic while the binding is gone
         result = load.stop()
-    figures = drain_and_count(
+    figures, _ = drain(
         stack, topic, result, scenario="queue binding deleted", timeout=SCENARIO_DRAIN_TIMEOUT_S
     )
     report(
@@ -418,7 +420,7 @@ def test_gzip_expansion_keeps_memory_bounded(fault_stack, topic, report):
     bomb = named(event_cases(tag=uuid.uuid4().hex[:8], topic=topic, key=key), "gzip-bomb")
     with RssSampler(server.pid) as rss:
         answers = send_all(stack.port, bomb * BOMBS, threads=BOMB_THREADS)
-    figures = drain_and_count(
+    figures, _ = drain(
         stack, topic, probes, scenario="gzip expansion", timeout=SCENARIO_DRAIN_TIMEOUT_S
     )
     seconds = [answer.seconds for answer in answers]
@@ -454,11 +456,11 @@ def test_chunked_post_and_multi_member_gzip(fault_stack, topic, report):
         ledger.sent |= expected_ids
         if answer.status == 202:
             ledger.accepted |= expected_ids
-    figures = drain_and_count(
+    figures, records = drain(
         stack, topic, ledger, scenario="chunked and multi-member gzip", timeout=20
     )
     problems = [problem for answer in answers if (problem := misjudged(answer))]
-    problems += exact_delivery_problems(answers, read_records(stack, topic))
+    problems += exact_delivery_problems(answers, records)
     report(
         figures,
         *(f"{answer.case.name}: {answer.status} {answer.code or ''}" for answer in answers),
