@@ -23,7 +23,7 @@ from .loadgen import LoadResult
 
 REQUEST_TIMEOUT_S = 15.0
 CONSUMER_REQUEST_TIMEOUT_MS = 6_000
-POLL_TIMEOUT_MS = 500
+TOPIC_IDLE_S = 1.5
 TOPIC_READ_TIMEOUT_S = 20.0
 DRAIN_POLL_S = 0.5
 DATABASE_CONNECT_TIMEOUT_S = 5
@@ -373,6 +373,18 @@ def misjudged(answer: HostileAnswer) -> str | None:
     return None
 
 
+def per_case(problems: list[tuple[str, str]]) -> list[str]:
+    """Keep the first problem of each case (name, message), with how often the case had one."""
+    counts = Counter(name for name, _ in problems)
+    first: dict[str, str] = {}
+    for name, message in problems:
+        first.setdefault(name, message)
+    return [
+        message if counts[name] == 1 else f"{message} [{counts[name]}x]"
+        for name, message in first.items()
+    ]
+
+
 def error_shaped(body) -> bool:
     return (
         isinstance(body, dict)
@@ -397,14 +409,15 @@ class RawRecord:
 
 
 def read_raw_records(*, bootstrap: str, topic: str, timeout_s: float) -> list[RawRecord]:
-    """Return the records of `topic` up to its end offsets at the call, undecoded.
+    """Return the records of `topic` from the beginning, undecoded, until it falls idle.
 
-    Reading to a fixed end, not until the topic falls idle, stops even while a looping batch
-    keeps producing duplicates; no consumer group (Tansu does not complete group joins).
+    Stops after `timeout_s` even while a looping batch keeps producing duplicates. No consumer
+    group (Tansu does not complete group joins), and no end offsets: Tansu's can lag a record.
     """
     consumer = KafkaConsumer(
         bootstrap_servers=[bootstrap],
         enable_auto_commit=False,
+        consumer_timeout_ms=int(TOPIC_IDLE_S * 1000),
         request_timeout_ms=CONSUMER_REQUEST_TIMEOUT_MS,
     )
     try:
@@ -413,19 +426,13 @@ def read_raw_records(*, bootstrap: str, topic: str, timeout_s: float) -> list[Ra
         if not assigned:
             return []
         consumer.assign(assigned)
-        ends = consumer.end_offsets(assigned)
         consumer.seek_to_beginning(*assigned)
-        unread = {partition for partition in assigned if ends[partition] > 0}
-        records = []
         deadline = time.monotonic() + timeout_s
-        while unread and time.monotonic() < deadline:
-            for partition, messages in consumer.poll(timeout_ms=POLL_TIMEOUT_MS).items():
-                records += [
-                    _raw_record(message) for message in messages if message.offset < ends[partition]
-                ]
-            unread = {p for p in unread if consumer.position(p) < ends[p]}
-        if unread:
-            raise TimeoutError(f"{topic}: not read to its end offsets in {timeout_s}s")
+        records = []
+        for message in consumer:
+            records.append(_raw_record(message))
+            if time.monotonic() > deadline:
+                break
         return records
     finally:
         consumer.close()
