@@ -25,6 +25,7 @@ from .hostile import (
     misjudged,
     named,
     outcome_batches,
+    per_case,
     query,
     read_raw_records,
     send,
@@ -145,27 +146,33 @@ def exact_delivery_problems(answers: list[HostileAnswer], records: list[RawRecor
         if case.if_accepted != "exact" or answer.status is None or not 200 <= answer.status < 300:
             continue
         for expected in case.expected_events:
-            copies = found.get(expected["id"], [])
-            if len(copies) != 1:
-                problems.append(
-                    f"{case.name}: accepted {expected['id']} is in Kafka {len(copies)}x"
-                )
-                continue
-            value = copies[0].value
-            if error := strictness_error(value):
-                problems.append(f"{case.name}: {expected['id']} reached Kafka {error}")
-            elif msgspec.json.decode(value) != expected:
-                problems.append(f"{case.name}: sent {expected!r}, Kafka has {value[:120]!r}")
-            elif expected.get("v") == HUGE_INTEGER and str(HUGE_INTEGER).encode() not in value:
-                problems.append(f"{case.name}: the integer lost digits: {value[:120]!r}")
-    return problems
+            problem = exact_copy_problem(expected, found.get(expected["id"], []))
+            if problem:
+                problems.append((case.name, f"{case.name}: {problem}"))
+    return per_case(problems)
+
+
+def exact_copy_problem(expected: dict, copies: list[RawRecord]) -> str | None:
+    """Say how the Kafka copies of an accepted event differ from it, or None if they do not."""
+    if len(copies) != 1:
+        return f"accepted {expected['id']} is in Kafka {len(copies)} times"
+    value = copies[0].value
+    if error := strictness_error(value):
+        return f"{expected['id']} reached Kafka {error}"
+    if msgspec.json.decode(value) != expected:
+        return f"sent {expected!r}, Kafka has {value[:120]!r}"
+    if expected.get("v") == HUGE_INTEGER and str(HUGE_INTEGER).encode() not in value:
+        return f"the integer lost digits: {value[:120]!r}"
+    return None
 
 
 def strictness_problems(records: list[RawRecord]) -> list[str]:
-    bad = [
-        (record.event_id, error) for record in records if (error := strictness_error(record.value))
-    ]
-    return [f"{len(bad)} record values are not strict UTF-8 JSON: {bad[:5]}"] if bad else []
+    bad = {
+        record.event_id: error for record in records if (error := strictness_error(record.value))
+    }
+    if not bad:
+        return []
+    return [f"{len(bad)} events are not strict UTF-8 JSON in Kafka: {list(bad.items())[:5]}"]
 
 
 def poison_problems(answers: list[HostileAnswer], dead_letters: list) -> tuple[list[str], int]:
@@ -186,8 +193,9 @@ def poison_problems(answers: list[HostileAnswer], dead_letters: list) -> tuple[l
             if event_id in own:
                 continue
             where = "in a dead letter with other events" if event_id in shared else "nowhere"
-            problems.append(f"{answer.case.name}: accepted {event_id!r}, dead-lettered {where}")
-    return problems, accepted
+            message = f"{answer.case.name}: accepted {event_id!r}, dead-lettered {where}"
+            problems.append((answer.case.name, message))
+    return per_case(problems), accepted
 
 
 def wait_until_settled(stack, worker_log, log_start: int) -> tuple[Counter, dict]:
@@ -270,7 +278,9 @@ def test_hostile_traffic_around_normal_traffic(fault_stack, report):
         f"records={len(normal_records) + len(hostile_records)} "
         f"(normal {len(normal_records)}, hostile {len(hostile_records)})",
     )
-    misjudged_answers = [problem for answer in answers if (problem := misjudged(answer))]
+    misjudged_answers = per_case(
+        [(answer.case.name, problem) for answer in answers if (problem := misjudged(answer))]
+    )
     server_errors = sum(1 for answer in answers if (answer.status or 0) >= 500)
     server_errors += sum(n for status, n in result.statuses.items() if status >= 500)
     groups["answers"] = (
