@@ -217,6 +217,10 @@ def wait_for_stats(stack, topic: str, accepted: int) -> int:
     return counted
 
 
+def problem_if(condition, message: str) -> list[str]:
+    return [message] if condition else []
+
+
 def answer_summary(answers: list[HostileAnswer]) -> str:
     statuses = Counter(answer.status for answer in answers)
     return ", ".join(f"{status}: {n}" for status, n in sorted(statuses.items(), key=str))
@@ -255,7 +259,9 @@ def test_hostile_traffic_around_normal_traffic(fault_stack, report):
         headers={"X-Api-Key": normal_key},
         record_events=True,
     ) as load:
+        hostile_started = time.monotonic()
         answers = send_all(stack.port, cases, threads=HOSTILE_THREADS)
+        hostile_seconds = time.monotonic() - hostile_started
         result = load.wait()
     result.merge(probes)
     figures, normal_records = drain(
@@ -267,71 +273,58 @@ def test_hostile_traffic_around_normal_traffic(fault_stack, report):
     counted = wait_for_stats(stack, normal_topic, len(result.accepted))
     invented = {answer.case.invented_topic for answer in answers} - {None}
 
-    groups = {}
     normal, lost = normal_problems(result, normal_records)
-    groups["normal traffic"] = (
-        normal,
-        f"accepted={len(result.accepted)} lost={lost} duplicates={figures.duplicates}",
-    )
-    groups["strict values"] = (
-        strictness_problems(normal_records + hostile_records),
-        f"records={len(normal_records) + len(hostile_records)} "
-        f"(normal {len(normal_records)}, hostile {len(hostile_records)})",
-    )
-    misjudged_answers = per_case(
-        [(answer.case.name, problem) for answer in answers if (problem := misjudged(answer))]
-    )
-    server_errors = sum(1 for answer in answers if (answer.status or 0) >= 500)
-    server_errors += sum(n for status, n in result.statuses.items() if status >= 500)
-    groups["answers"] = (
-        misjudged_answers + ([f"{server_errors} requests got a 5xx"] if server_errors else []),
-        f"hostile requests={len(answers)} ({answer_summary(answers)}); 5xx={server_errors}; "
-        f"wrong answers={len(misjudged_answers)}",
-    )
     poison, poison_accepted = poison_problems(answers, dead_letters)
-    exact = exact_delivery_problems(answers, hostile_records)
     stalled = sorted(set(receptions) - set(outcomes))
     depth = stack.queue_depth()
-    groups["poison and valid oddities"] = (
-        poison
-        + exact
-        + (
-            [f"{len(stalled)} batches received but never finished: {stalled[:5]}"]
-            if stalled
-            else []
-        )
-        + ([f"{depth} batches still wait in the queue"] if depth else []),
-        f"poison accepted={poison_accepted} dead letters={len(dead_letters)} "
-        f"stalled batches={len(stalled)} queue depth={depth}",
+    server_errors = sum(1 for answer in answers if (answer.status or 0) >= 500)
+    server_errors += sum(n for status, n in result.statuses.items() if status >= 500)
+    wrong_answers = per_case(
+        [(answer.case.name, problem) for answer in answers if (problem := misjudged(answer))]
     )
-    most_attempts = max((attempts for _, attempts in outcomes.values()), default=0)
-    most_receptions = max(receptions.values(), default=0)
     over_attempts = {b: a for b, (_, a) in outcomes.items() if a > DELIVERY_MAX_ATTEMPTS}
     over_retries = {b: n for b, n in receptions.items() if n > TASK_MAX_RETRIES + 1}
-    groups["attempt bounds"] = (
-        (
-            [f"outcomes over {DELIVERY_MAX_ATTEMPTS} attempts: {over_attempts}"]
-            if over_attempts
-            else []
-        )
-        + (
-            [f"batches received more than {TASK_MAX_RETRIES + 1}x: {dict(over_retries)}"]
-            if over_retries
-            else []
-        ),
-        f"batches={len(receptions)} most attempts={most_attempts} (bound {DELIVERY_MAX_ATTEMPTS}) "
-        f"most receptions={most_receptions} (bound {TASK_MAX_RETRIES + 1})",
-    )
     leaked = sorted(invented & stat_topics(stack))
-    groups["stats"] = (
-        ([f"stats rows for invented topics: {leaked[:5]}"] if leaked else [])
-        + (
-            [f"stats flushed {counted} of {len(result.accepted)} accepted: proves nothing"]
-            if counted < len(result.accepted)
-            else []
+    # Each group: (its problems, its figures line).
+    groups = {
+        "normal traffic": (
+            normal,
+            f"accepted={len(result.accepted)} lost={lost} duplicates={figures.duplicates}",
         ),
-        f"invented topics={len(invented)} with stats rows={len(leaked)}",
-    )
+        "strict values": (
+            strictness_problems(normal_records + hostile_records),
+            f"records={len(normal_records) + len(hostile_records)} "
+            f"(normal {len(normal_records)}, hostile {len(hostile_records)})",
+        ),
+        "answers": (
+            wrong_answers + problem_if(server_errors, f"{server_errors} requests got a 5xx"),
+            f"hostile requests={len(answers)} in {hostile_seconds:.1f}s "
+            f"({answer_summary(answers)}); 5xx={server_errors}; wrong={len(wrong_answers)}",
+        ),
+        "poison and valid oddities": (
+            poison
+            + exact_delivery_problems(answers, hostile_records)
+            + problem_if(stalled, f"{len(stalled)} batches received, never finished: {stalled[:5]}")
+            + problem_if(depth, f"{depth} batches still wait in the queue"),
+            f"poison accepted={poison_accepted} dead letters={len(dead_letters)} "
+            f"stalled batches={len(stalled)} queue depth={depth}",
+        ),
+        "attempt bounds": (
+            problem_if(over_attempts, f"over {DELIVERY_MAX_ATTEMPTS} attempts: {over_attempts}")
+            + problem_if(over_retries, f"received over {TASK_MAX_RETRIES + 1}x: {over_retries}"),
+            f"batches={len(receptions)} most attempts="
+            f"{max((a for _, a in outcomes.values()), default=0)} (bound {DELIVERY_MAX_ATTEMPTS}) "
+            f"most receptions={max(receptions.values(), default=0)} (bound {TASK_MAX_RETRIES + 1})",
+        ),
+        "stats": (
+            problem_if(leaked, f"stats rows for invented topics: {leaked[:5]}")
+            + problem_if(
+                counted < len(result.accepted),
+                f"stats flushed {counted} of {len(result.accepted)} accepted: proves nothing",
+            ),
+            f"invented topics={len(invented)} with stats rows={len(leaked)}",
+        ),
+    }
     report(
         figures,
         *(
