@@ -35,6 +35,8 @@ class LoadResult:
     # (time.monotonic() when the request started, error name) of every request without an answer
     failures: list = field(default_factory=list)
     rejections: list = field(default_factory=list)
+    # id -> the event as sent, kept only with LoadGenerator(record_events=True)
+    events: dict = field(default_factory=dict)
     requests: int = 0
     started: float = 0.0
     finished: float = 0.0
@@ -63,6 +65,7 @@ class LoadResult:
         self.errors.update(other.errors)
         self.failures += other.failures
         self.rejections += other.rejections
+        self.events.update(other.events)
         self.requests += other.requests
 
 
@@ -81,6 +84,8 @@ class LoadGenerator:
         timeout_s: float = REQUEST_TIMEOUT_S,
         padding_bytes: int = 0,
         pause_after_rejection_s: float = PAUSE_AFTER_ERROR_S,
+        headers: dict | None = None,
+        record_events: bool = False,
     ):
         self.port = port
         self.topic = topic
@@ -90,6 +95,8 @@ class LoadGenerator:
         self.timeout_s = timeout_s
         self.padding = "x" * padding_bytes
         self.pause_after_rejection_s = pause_after_rejection_s
+        self.headers = {"Content-Type": "application/json", **(headers or {})}
+        self.record_events = record_events
         self.result = LoadResult()
         self._issued = 0
         self._lock = threading.Lock()
@@ -153,6 +160,8 @@ class LoadGenerator:
                 document = events[0]
             outcome = LoadResult(requests=1)
             outcome.sent.update(event["id"] for event in events)
+            if self.record_events:
+                outcome.events.update((event["id"], event) for event in events)
             self._post(document, events, outcome)
             with self._lock:
                 self.result.merge(outcome)
@@ -166,7 +175,7 @@ class LoadGenerator:
                 "POST",
                 f"/api/v1/events/{self.topic}",
                 body=body,
-                headers={"Content-Type": "application/json"},
+                headers=self.headers,
             )
             response = connection.getresponse()
             raw = response.read()
