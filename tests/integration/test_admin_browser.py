@@ -28,6 +28,8 @@ webdriver = pytest.importorskip(
     "selenium.webdriver", reason="selenium: pip install -r requirements-dev.txt"
 )
 from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.support import expected_conditions  # noqa: E402
+from selenium.webdriver.support.wait import WebDriverWait  # noqa: E402
 
 
 @pytest.fixture
@@ -93,6 +95,10 @@ def test_admin_stats_page_shows_the_load_run(stack_factory, browser, tmp_path):
     browser.find_element(By.ID, "id_username").send_keys("admin")
     browser.find_element(By.ID, "id_password").send_keys(PASSWORD)
     browser.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
+    # The login POST must finish before the next navigation, or that navigation cancels it.
+    WebDriverWait(browser, PAGE_WAIT_S).until(
+        expected_conditions.presence_of_element_located((By.ID, "total-accepted"))
+    )
 
     def totals():
         return {
