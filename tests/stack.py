@@ -19,6 +19,7 @@ from ingestsite import embedded
 ROOT = Path(__file__).resolve().parent.parent
 POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 START_TIMEOUT_S = 30.0
+READ_TOPIC_MAX_S = 120.0
 
 
 def free_port() -> int:
@@ -162,11 +163,19 @@ class Stack:
         )
 
     def read_topic(self, topic: str, *, idle_timeout_s: float = 3.0) -> list:
-        return list(
-            read_topic(
-                topic=topic, idle_timeout_s=idle_timeout_s, bootstrap_servers=[self.kafka_address]
-            )
-        )
+        """Read a topic until it is idle; a topic that never stops growing fails, not hangs."""
+        deadline = time.monotonic() + READ_TOPIC_MAX_S
+        records = []
+        for record in read_topic(
+            topic=topic, idle_timeout_s=idle_timeout_s, bootstrap_servers=[self.kafka_address]
+        ):
+            records.append(record)
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"{topic} still grew after {READ_TOPIC_MAX_S:.0f}s: is a batch produced again "
+                    "and again?"
+                )
+        return records
 
     def queue_depth(self) -> int:
         from kombu import Connection
