@@ -4,7 +4,8 @@ Each long-lived object of a process (the gateway's batcher, the key cache, the r
 stats recorder, the Kafka producer, the readiness probe) is built on first use by a getter that
 `per_process` makes. Tests change settings with pytest-django's `settings` fixture, which sends
 `setting_changed`: every object is then forgotten and built again from the new settings on next
-use, and a test that needs a fake says `getter.replace(fake)`. No test patches a private global.
+use. A test that needs a fake says `getter.replace(fake)`: a replaced object stays, whatever the
+settings do, until `getter.replace(None)`. No test patches a private global.
 """
 
 import threading
@@ -26,6 +27,7 @@ class PerProcess(Generic[T]):
         self._build = build
         self._lock = threading.Lock()
         self._value: T | None = None
+        self._replaced = False
         self.__doc__ = build.__doc__
         self.__name__ = build.__name__
 
@@ -46,6 +48,13 @@ class PerProcess(Generic[T]):
         """Use `value` from now on (a test's fake), or build anew on next call if None."""
         with self._lock:
             self._value = value
+            self._replaced = value is not None
+
+    def forget(self) -> None:
+        """Build anew on next call, unless a replacement was set."""
+        with self._lock:
+            if not self._replaced:
+                self._value = None
 
 
 def per_process(build: Callable[[], T]) -> PerProcess[T]:
@@ -56,9 +65,9 @@ def per_process(build: Callable[[], T]) -> PerProcess[T]:
 
 
 def forget_all() -> None:
-    """Forget every per-process object; each getter builds a new one on its next call."""
+    """Forget every per-process object but replacements; each is built anew on next call."""
     for getter in _getters:
-        getter.replace(None)
+        getter.forget()
 
 
 @receiver(setting_changed)
