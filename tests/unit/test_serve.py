@@ -1,46 +1,55 @@
-"""serve.py's configuration: flags, environment variables, validation and the child command."""
+"""serve.py's parts: options and their environment, the child command, supervisor and runner."""
 
+import os
 import socket
+import subprocess
+import sys
 import time
 
 import pytest
 
-import serve
+from ingestsite.server import runner, supervisor
+from ingestsite.server.connections import DeadlineServer
+from ingestsite.server.options import (
+    OPTIONS,
+    SERVE_SCRIPT,
+    child_command,
+    parse_args,
+    usable_cores,
+)
 
 
 @pytest.fixture(autouse=True)
 def no_serve_environment(monkeypatch):
-    for option in serve.OPTIONS:
+    for option in OPTIONS:
         monkeypatch.delenv(option.env, raising=False)
 
 
 def parse_error(capsys, argv) -> str:
     with pytest.raises(SystemExit) as exit_info:
-        serve.parse_args(argv)
+        parse_args(argv)
     assert exit_info.value.code == 2
     return capsys.readouterr().err
 
 
 def test_defaults_run_one_pinned_process_per_usable_core():
-    args = serve.parse_args([])
-    assert args.processes == len(serve.usable_cores()) >= 1
+    args = parse_args([])
+    assert args.processes == len(usable_cores()) >= 1
     assert args.cpu_affinity is True
     assert args.address == ("127.0.0.1", 8000)
     assert args.child is None
 
 
 def test_requests_have_a_deadline_and_slow_clients_half_the_threads_by_default():
-    args = serve.parse_args([])
+    args = parse_args([])
     assert (args.request_timeout, args.slow_client_share, args.threads) == (10.0, 0.5, 150)
 
 
 def test_the_server_reads_requests_under_the_deadline_and_the_share(monkeypatch):
-    from ingestsite.connections import DeadlineServer
-
     monkeypatch.setenv("SERVE_REQUEST_TIMEOUT", "2.5")
     monkeypatch.setenv("SERVE_SLOW_CLIENT_SHARE", "0.25")
-    args = serve.parse_args(["--bind", "127.0.0.1:0", "--processes", "1", "--threads", "10"])
-    server = serve.build_server(args, reuse_port=False)
+    args = parse_args(["--bind", "127.0.0.1:0", "--processes", "1", "--threads", "10"])
+    server = runner.build_server(args, reuse_port=False)
     assert isinstance(server, DeadlineServer)
     assert server.request_timeout == 2.5
     assert server.slow_client_slots.limit == 2
@@ -50,10 +59,16 @@ def test_environment_sets_defaults_and_flags_override_them(monkeypatch):
     monkeypatch.setenv("SERVE_PROCESSES", "3")
     monkeypatch.setenv("SERVE_CPU_AFFINITY", "yes")
     monkeypatch.setenv("SERVE_SHUTDOWN_TIMEOUT", "2.5")
-    args = serve.parse_args([])
+    args = parse_args([])
     assert (args.processes, args.cpu_affinity, args.shutdown_timeout) == (3, True, 2.5)
-    args = serve.parse_args(["--processes", "1", "--no-cpu-affinity"])
+    args = parse_args(["--processes", "1", "--no-cpu-affinity"])
     assert (args.processes, args.cpu_affinity) == (1, False)
+
+
+@pytest.mark.parametrize(("value", "expected"), [("off", False), ("No", False), (" ON ", True)])
+def test_a_boolean_variable_takes_the_words_settings_take(monkeypatch, value, expected):
+    monkeypatch.setenv("SERVE_CPU_AFFINITY", value)
+    assert parse_args([]).cpu_affinity is expected
 
 
 @pytest.mark.parametrize(
@@ -93,38 +108,39 @@ def test_bad_flags_give_a_clear_error(capsys, argv, message):
 
 
 def test_one_process_may_listen_on_an_ephemeral_port():
-    assert serve.parse_args(["--processes", "1", "--bind", "127.0.0.1:0"]).address[1] == 0
+    assert parse_args(["--processes", "1", "--bind", "127.0.0.1:0"]).address[1] == 0
 
 
 def test_a_child_command_carries_the_effective_configuration(monkeypatch):
     monkeypatch.setenv("SERVE_THREADS", "7")
-    args = serve.parse_args(["--processes", "3", "--cpu-affinity", "--bind", "[::1]:9000"])
-    command = serve.child_command(args, 2)
-    assert command[1].endswith("serve.py")
+    args = parse_args(["--processes", "3", "--cpu-affinity", "--bind", "[::1]:9000"])
+    command = child_command(args, 2)
+    assert command[1] == str(SERVE_SCRIPT)
+    assert SERVE_SCRIPT.is_file()
     assert command[2:4] == ["--child", "2"]
 
     monkeypatch.setenv("SERVE_THREADS", "99")  # a child must not depend on the environment
-    child = serve.parse_args(command[2:])
+    child = parse_args(command[2:])
     assert child.child == 2
-    for option in serve.OPTIONS:
+    for option in OPTIONS:
         assert getattr(child, option.dest) == getattr(args, option.dest), option.flag
     assert child.address == ("::1", 9000)
-    unpinned = serve.parse_args(["--no-cpu-affinity"])
-    assert "--no-cpu-affinity" in serve.child_command(unpinned, 0)
+    unpinned = parse_args(["--no-cpu-affinity"])
+    assert "--no-cpu-affinity" in child_command(unpinned, 0)
 
 
 def test_restarts_back_off_while_a_child_keeps_dying_young():
-    delays = [serve.restart_delay(quick_exits) for quick_exits in range(12)]
-    assert delays[0] == serve.RESTART_BACKOFF_BASE_S
+    delays = [supervisor.restart_delay(quick_exits) for quick_exits in range(12)]
+    assert delays[0] == supervisor.RESTART_BACKOFF_BASE_S
     assert delays == sorted(delays)
-    assert delays[-1] == serve.RESTART_BACKOFF_MAX_S
+    assert delays[-1] == supervisor.RESTART_BACKOFF_MAX_S
 
 
 def test_a_port_in_use_is_reported_before_any_child_starts():
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
         listener.listen()
-        problem = serve.port_problem(listener.getsockname())
+        problem = supervisor.port_problem(listener.getsockname())
     assert problem == "something already listens there"
 
 
@@ -133,7 +149,7 @@ def test_stop_server_gives_up_on_a_server_that_never_stops():
         def stop(self):
             time.sleep(5)
 
-    assert serve.stop_server(Stuck(), timeout=0.2) is False
+    assert runner.stop_server(Stuck(), timeout=0.2) is False
 
 
 @pytest.mark.parametrize(
@@ -141,7 +157,7 @@ def test_stop_server_gives_up_on_a_server_that_never_stops():
     [(0, "code 0"), (2, "code 2"), (-9, "signal SIGKILL"), (-15, "signal SIGTERM")],
 )
 def test_a_child_exit_is_described_by_code_or_signal(returncode, description):
-    assert serve.describe_exit(returncode) == description
+    assert supervisor.describe_exit(returncode) == description
 
 
 def test_many_idle_keep_alive_connections_stay_open():
@@ -149,8 +165,8 @@ def test_many_idle_keep_alive_connections_stay_open():
     import http.client
     import threading
 
-    args = serve.parse_args(["--bind", "127.0.0.1:0", "--processes", "1", "--threads", "4"])
-    server = serve.prepare_server(args, reuse_port=False)
+    args = parse_args(["--bind", "127.0.0.1:0", "--processes", "1", "--threads", "4"])
+    server = runner.prepare_server(args, reuse_port=False)
     serving = threading.Thread(target=server.serve, daemon=True)
     serving.start()
     port = server.bind_addr[1]
@@ -166,4 +182,21 @@ def test_many_idle_keep_alive_connections_stay_open():
     finally:
         for connection in connections:
             connection.close()
-        assert serve.stop_server(server, timeout=5)
+        assert runner.stop_server(server, timeout=5)
+
+
+def test_help_describes_serve_py_and_every_option_without_loading_settings():
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("SERVE_")}
+    environment["DJANGO_SETTINGS_MODULE"] = "no.such.settings"  # loading settings would fail
+    completed = subprocess.run(
+        [sys.executable, str(SERVE_SCRIPT), "--help"],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert "Run the ingest gateway under cheroot" in completed.stdout
+    for option in OPTIONS:
+        assert option.flag in completed.stdout
+        assert f"[{option.env}]" in completed.stdout
