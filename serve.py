@@ -17,7 +17,6 @@ import threading
 from django.core.exceptions import ImproperlyConfigured
 
 from ingestsite.server.options import parse_args
-from ingestsite.server.runner import run_child, run_single
 from ingestsite.server.supervisor import run_supervisor
 
 # Read lazily, at the first use of a setting, so set before main runs anything.
@@ -35,11 +34,15 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
     try:
+        if args.child is None and args.processes > 1:
+            return run_supervisor(args, stop_requested)
+        # Only a process that serves loads the gateway (the runner imports its runtime and the
+        # pipeline behind it): the supervisor stays a light process that only reads settings.
+        from ingestsite.server import runner
+
         if args.child is not None:
-            return run_child(args, stop_requested)
-        if args.processes == 1:
-            return run_single(args, stop_requested)
-        return run_supervisor(args, stop_requested)
+            return runner.run_child(args, stop_requested)
+        return runner.run_single(args, stop_requested)
     except ImproperlyConfigured as error:
         print(f"serve.py: {error}", file=sys.stderr)
         return 2
