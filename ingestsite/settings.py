@@ -1,50 +1,15 @@
 """Django settings, read from the environment; docs/CONFIGURATION.md lists every variable."""
 
-import os
 from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from ingestsite.env import env_bool, env_float, env_int, env_list, env_str
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 SERVICE_URL_VARIABLES = ("DATABASE_URL", "CELERY_BROKER_URL", "KAFKA_BOOTSTRAP_SERVERS")
-
-
-def env_str(name: str, default: str = "") -> str:
-    return os.environ.get(name, "").strip() or default
-
-
-def env_int(name: str, default: int) -> int:
-    raw = env_str(name)
-    try:
-        return int(raw) if raw else default
-    except ValueError as error:
-        raise ImproperlyConfigured(f"{name} must be an integer, got {raw!r}") from error
-
-
-def env_float(name: str, default: float) -> float:
-    raw = env_str(name)
-    try:
-        return float(raw) if raw else default
-    except ValueError as error:
-        raise ImproperlyConfigured(f"{name} must be a number, got {raw!r}") from error
-
-
-def env_bool(name: str, default: bool) -> bool:
-    raw = env_str(name).lower()
-    if not raw:
-        return default
-    if raw in ("1", "true", "yes", "on"):
-        return True
-    if raw in ("0", "false", "no", "off"):
-        return False
-    raise ImproperlyConfigured(f"{name} must be true or false, got {raw!r}")
-
-
-def env_list(name: str, default: str = "") -> list[str]:
-    return [item.strip() for item in env_str(name, default).split(",") if item.strip()]
-
 
 # Standalone mode embeds everything (SQLite, a file-based Celery broker, a local Tansu);
 # production mode requires every service URL and a secret key.

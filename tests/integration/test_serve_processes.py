@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from ingestsite import embedded
-from serve import usable_cores
+from ingestsite.server.options import usable_cores
 
 pytestmark = pytest.mark.integration
 

@@ -1,4 +1,4 @@
-"""The request deadline and the slow-client share of ingestsite.connections, on a real socket."""
+"""The request deadline and slow-client share of ingestsite.server.connections, on a real socket."""
 
 import hashlib
 import http.client
@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from ingestsite.connections import DEADLINE_PASSED, DeadlineServer, RequestCut
+from ingestsite.server.connections import DEADLINE_PASSED, DeadlineServer, RequestCut
 
 CLIENT_TIMEOUT_S = 10.0
 # How late a cut may reach the client: the server notices at its next wake-up, then answers.

@@ -1,169 +1,42 @@
-"""serve.py's configuration: flags, environment variables, validation and the child command."""
+"""serve.py, the entry point: its help, and a supervisor that does not load the gateway."""
 
-import socket
-import time
+import os
+import subprocess
+import sys
 
-import pytest
-
-import serve
-
-
-@pytest.fixture(autouse=True)
-def no_serve_environment(monkeypatch):
-    for option in serve.OPTIONS:
-        monkeypatch.delenv(option.env, raising=False)
+from ingestsite.server.options import OPTIONS, SERVE_SCRIPT
 
 
-def parse_error(capsys, argv) -> str:
-    with pytest.raises(SystemExit) as exit_info:
-        serve.parse_args(argv)
-    assert exit_info.value.code == 2
-    return capsys.readouterr().err
+def test_help_describes_serve_py_and_every_option_without_loading_settings():
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("SERVE_")}
+    environment["DJANGO_SETTINGS_MODULE"] = "no.such.settings"  # loading settings would fail
+    completed = subprocess.run(
+        [sys.executable, str(SERVE_SCRIPT), "--help"],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert "Run the ingest gateway under cheroot" in completed.stdout
+    for option in OPTIONS:
+        assert option.flag in completed.stdout
+        assert f"[{option.env}]" in completed.stdout
 
 
-def test_defaults_run_one_pinned_process_per_usable_core():
-    args = serve.parse_args([])
-    assert args.processes == len(serve.usable_cores()) >= 1
-    assert args.cpu_affinity is True
-    assert args.address == ("127.0.0.1", 8000)
-    assert args.child is None
-
-
-def test_requests_have_a_deadline_and_slow_clients_half_the_threads_by_default():
-    args = serve.parse_args([])
-    assert (args.request_timeout, args.slow_client_share, args.threads) == (10.0, 0.5, 150)
-
-
-def test_the_server_reads_requests_under_the_deadline_and_the_share(monkeypatch):
-    from ingestsite.connections import DeadlineServer
-
-    monkeypatch.setenv("SERVE_REQUEST_TIMEOUT", "2.5")
-    monkeypatch.setenv("SERVE_SLOW_CLIENT_SHARE", "0.25")
-    args = serve.parse_args(["--bind", "127.0.0.1:0", "--processes", "1", "--threads", "10"])
-    server = serve.build_server(args, reuse_port=False)
-    assert isinstance(server, DeadlineServer)
-    assert server.request_timeout == 2.5
-    assert server.slow_client_slots.limit == 2
-
-
-def test_environment_sets_defaults_and_flags_override_them(monkeypatch):
-    monkeypatch.setenv("SERVE_PROCESSES", "3")
-    monkeypatch.setenv("SERVE_CPU_AFFINITY", "yes")
-    monkeypatch.setenv("SERVE_SHUTDOWN_TIMEOUT", "2.5")
-    args = serve.parse_args([])
-    assert (args.processes, args.cpu_affinity, args.shutdown_timeout) == (3, True, 2.5)
-    args = serve.parse_args(["--processes", "1", "--no-cpu-affinity"])
-    assert (args.processes, args.cpu_affinity) == (1, False)
-
-
-@pytest.mark.parametrize(
-    ("env", "value", "message"),
-    [
-        ("SERVE_PROCESSES", "two", "SERVE_PROCESSES='two' is not a valid int"),
-        ("SERVE_CPU_AFFINITY", "maybe", "SERVE_CPU_AFFINITY='maybe' is not a valid boolean"),
-        ("SERVE_TIMEOUT", "soon", "SERVE_TIMEOUT='soon' is not a valid float"),
-    ],
-)
-def test_a_malformed_environment_variable_is_named(monkeypatch, capsys, env, value, message):
-    monkeypatch.setenv(env, value)
-    assert message in parse_error(capsys, [])
-
-
-@pytest.mark.parametrize(
-    ("argv", "message"),
-    [
-        (["--processes", "0"], "--processes must be at least 1"),
-        (["--processes", "-2"], "--processes must be at least 1"),
-        (["--threads", "0"], "--threads must be at least 1"),
-        (["--timeout", "0"], "--timeout must be positive"),
-        (["--request-timeout", "0"], "--request-timeout must be positive"),
-        (["--request-timeout", "-1"], "--request-timeout must be positive"),
-        (["--slow-client-share", "1.5"], "--slow-client-share must be a fraction"),
-        (["--slow-client-share", "-0.1"], "--slow-client-share must be a fraction"),
-        (["--shutdown-timeout", "-1"], "--shutdown-timeout must not be negative"),
-        (["--accepted-queue-size", "0"], "--accepted-queue-size must be at least 1"),
-        (["--bind", "8000"], "--bind must be host:port, got '8000'"),
-        (["--bind", "127.0.0.1:99999"], "--bind must be host:port"),
-        (["--processes", "2", "--bind", "127.0.0.1:0"], "needs a port other than 0"),
-        (["--processes", "many"], "invalid int value: 'many'"),
-    ],
-)
-def test_bad_flags_give_a_clear_error(capsys, argv, message):
-    assert message in parse_error(capsys, argv)
-
-
-def test_one_process_may_listen_on_an_ephemeral_port():
-    assert serve.parse_args(["--processes", "1", "--bind", "127.0.0.1:0"]).address[1] == 0
-
-
-def test_a_child_command_carries_the_effective_configuration(monkeypatch):
-    monkeypatch.setenv("SERVE_THREADS", "7")
-    args = serve.parse_args(["--processes", "3", "--cpu-affinity", "--bind", "[::1]:9000"])
-    command = serve.child_command(args, 2)
-    assert command[1].endswith("serve.py")
-    assert command[2:4] == ["--child", "2"]
-
-    monkeypatch.setenv("SERVE_THREADS", "99")  # a child must not depend on the environment
-    child = serve.parse_args(command[2:])
-    assert child.child == 2
-    for option in serve.OPTIONS:
-        assert getattr(child, option.dest) == getattr(args, option.dest), option.flag
-    assert child.address == ("::1", 9000)
-    unpinned = serve.parse_args(["--no-cpu-affinity"])
-    assert "--no-cpu-affinity" in serve.child_command(unpinned, 0)
-
-
-def test_restarts_back_off_while_a_child_keeps_dying_young():
-    delays = [serve.restart_delay(quick_exits) for quick_exits in range(12)]
-    assert delays[0] == serve.RESTART_BACKOFF_BASE_S
-    assert delays == sorted(delays)
-    assert delays[-1] == serve.RESTART_BACKOFF_MAX_S
-
-
-def test_a_port_in_use_is_reported_before_any_child_starts():
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen()
-        problem = serve.port_problem(listener.getsockname())
-    assert problem == "something already listens there"
-
-
-def test_stop_server_gives_up_on_a_server_that_never_stops():
-    class Stuck:
-        def stop(self):
-            time.sleep(5)
-
-    assert serve.stop_server(Stuck(), timeout=0.2) is False
-
-
-@pytest.mark.parametrize(
-    ("returncode", "description"),
-    [(0, "code 0"), (2, "code 2"), (-9, "signal SIGKILL"), (-15, "signal SIGTERM")],
-)
-def test_a_child_exit_is_described_by_code_or_signal(returncode, description):
-    assert serve.describe_exit(returncode) == description
-
-
-def test_many_idle_keep_alive_connections_stay_open():
-    """cheroot's own limit (10) would answer 'Connection: close' past ten idle connections."""
-    import http.client
-    import threading
-
-    args = serve.parse_args(["--bind", "127.0.0.1:0", "--processes", "1", "--threads", "4"])
-    server = serve.prepare_server(args, reuse_port=False)
-    serving = threading.Thread(target=server.serve, daemon=True)
-    serving.start()
-    port = server.bind_addr[1]
-    connections = [http.client.HTTPConnection("127.0.0.1", port, timeout=5) for _ in range(30)]
-    try:
-        for _ in range(2):
-            for connection in connections:
-                connection.request("GET", "/healthz")
-                response = connection.getresponse()
-                response.read()
-                assert response.status == 200
-                assert response.getheader("Connection") != "close"
-    finally:
-        for connection in connections:
-            connection.close()
-        assert serve.stop_server(server, timeout=5)
+def test_the_supervisor_does_not_load_the_gateway():
+    """A supervisor only reads settings; its server processes load the pipeline themselves."""
+    probe = (
+        "import sys, serve; from django.conf import settings; settings.INGEST_MODE; "
+        "print(sorted(name for name in sys.modules if name.startswith(('ingest.', 'cheroot'))))"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=SERVE_SCRIPT.parent,
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "ingestsite.settings"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.strip() == "[]"
