@@ -247,7 +247,7 @@ def test_a_late_confirm_is_a_late_202_not_a_503(client, gateway, publisher, sett
 
 
 class CutBody(io.BytesIO):
-    """A body the server stops reading: its client was too slow (ingestsite.connections)."""
+    """A body the server stops reading: its client was too slow (ingestsite.server.connections)."""
 
     def read(self, *args):
         raise TimeoutError("Socket operation timed out: the request deadline passed")
