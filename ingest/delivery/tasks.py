@@ -1,7 +1,7 @@
 """Celery interface of the worker: the delivery task, the worker's signals and inspect command.
 
-The task only translates between a task message and delivery.service; celery_app imports this
-module by name (CELERY_IMPORTS), since Celery's autodiscovery looks only for `ingest.tasks`.
+The task only translates between a task message and delivery.service. celery_app names the
+ingest.delivery package for autodiscovery, which on its own looks only for `ingest.tasks`.
 """
 
 import logging
