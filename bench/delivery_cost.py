@@ -6,7 +6,7 @@ Starts a Tansu on a free port and a throwaway PostgreSQL database (both removed 
 then calls the delivery services in this process with KAFKA_CLIENT's producer (kafka-python by
 default) and prints the process's CPU time (all threads: the producer's I/O thread included)
 and the wall time per call: producing a one-record batch, producing a --large-record batch,
-recording an outcome, and `services.deliver_batch` of one record (produce plus outcome).
+recording an outcome, and `delivery.service.deliver_batch` of one record (produce plus outcome).
 Celery's own per-message work (receive, decode, trace, ack) is not included.
 """
 
@@ -59,32 +59,38 @@ def measure(args: argparse.Namespace, *, kafka_address: str, database_url: str) 
     from django.core.management import call_command
     from django.db import connections
 
-    from ingest import producer, services
+    from ingest.delivery import outcomes, producers, service
     from ingest.ids import uuid7
+    from ingest.records import BatchRecord
 
     call_command("migrate", verbosity=0)
     stopping = threading.Event()
 
     def records(count: int) -> list:
-        return [["bench-delivery", uuid7(), f"user-{n % 97}", '{"n":1}'] for n in range(count)]
+        return [
+            BatchRecord("bench-delivery", uuid7(), f"user-{n % 97}", '{"n":1}')
+            for n in range(count)
+        ]
 
     ways = {
-        "produce 1 record": (lambda: producer.produce(records=records(1), timeout=10), args.calls),
+        "produce 1 record": (lambda: producers.produce(records=records(1), timeout=10), args.calls),
         f"produce {args.large} records": (
-            lambda: producer.produce(records=records(args.large), timeout=30),
+            lambda: producers.produce(records=records(args.large), timeout=30),
             max(3, args.calls // 30),
         ),
         "write_outcome": (
-            lambda: services.write_outcome(
+            lambda: outcomes.write_outcome(
                 batch_id=uuid7(),
                 records=records(1),
                 accepted_at=time.time(),
-                settlement=services.Settlement(offsets=[[0, 1]], attempts=1),
+                offsets=[[0, 1]],
+                failures={},
+                attempts=1,
             ),
             args.calls,
         ),
         "deliver_batch, 1 record": (
-            lambda: services.deliver_batch(
+            lambda: service.deliver_batch(
                 batch_id=uuid7(), records=records(1), accepted_at=time.time(), stopping=stopping
             ),
             args.calls,
@@ -95,7 +101,7 @@ def measure(args: argparse.Namespace, *, kafka_address: str, database_url: str) 
             cpu, wall = per_call(function, calls)
             print(f"{name:26} {cpu:8.2f} ms CPU  {wall:8.2f} ms wall per call ({calls} calls)")
     finally:
-        producer.close_producer(timeout=5)
+        producers.close_producer(timeout=5)
         connections.close_all()
 
 

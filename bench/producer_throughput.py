@@ -24,6 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from django.conf import settings  # noqa: E402
 
+from ingest.records import BatchRecord  # noqa: E402
+
 BATCH_TIMEOUT_S = 30.0
 RUN_TIMEOUT_S = 300.0
 
@@ -41,13 +43,13 @@ def parse_args() -> argparse.Namespace:
 
 
 def run_round(client: str, args: argparse.Namespace) -> dict:
-    from ingest import producer
+    from ingest.delivery import producers
 
     settings.KAFKA_CLIENT = client
-    producer.close_producer(timeout=5)
+    producers.close_producer(timeout=5)
     topic = f"bench-{client}-{uuid.uuid4().hex[:8]}"
     padding = "x" * max(0, args.record_bytes - 40)
-    producer.produce(records=[[topic, "warm-up", None, "{}"]], timeout=BATCH_TIMEOUT_S)
+    producers.produce(records=[BatchRecord(topic, "warm-up", None, "{}")], timeout=BATCH_TIMEOUT_S)
     deadline = time.monotonic() + RUN_TIMEOUT_S
     latencies = []
     lock = threading.Lock()
@@ -56,11 +58,13 @@ def run_round(client: str, args: argparse.Namespace) -> dict:
         if time.monotonic() > deadline:
             return
         records = [
-            [topic, f"{number}-{i}", f"key-{i % 16}", json.dumps({"n": i, "pad": padding})]
+            BatchRecord(
+                topic, f"{number}-{i}", f"key-{i % 16}", json.dumps({"n": i, "pad": padding})
+            )
             for i in range(args.batch_size)
         ]
         started = time.monotonic()
-        producer.produce(records=records, timeout=BATCH_TIMEOUT_S)
+        producers.produce(records=records, timeout=BATCH_TIMEOUT_S)
         with lock:
             latencies.append(time.monotonic() - started)
 
@@ -68,7 +72,7 @@ def run_round(client: str, args: argparse.Namespace) -> dict:
     with ThreadPoolExecutor(max_workers=args.threads) as pool:
         list(pool.map(one_batch, range(args.batches)))
     elapsed = time.monotonic() - started
-    producer.close_producer(timeout=5)
+    producers.close_producer(timeout=5)
     latencies.sort()
     return {
         "client": client,
@@ -101,16 +105,16 @@ def main() -> int:
         KAFKA_MAX_BLOCK_MS=5_000,
         KAFKA_DELIVERY_TIMEOUT_S=BATCH_TIMEOUT_S,
     )
-    from ingest import producer
+    from ingest.delivery import producers
 
     print(
         f"kafka {bootstrap}; {args.batches} batches x {args.batch_size} records of "
         f"~{args.record_bytes} B from {args.threads} threads, linger {args.linger_ms} ms"
     )
-    results = {client: [] for client in producer.BACKENDS}
+    results = {client: [] for client in producers.BACKENDS}
     try:
         for round_number in range(args.rounds):
-            for client in producer.BACKENDS:
+            for client in producers.BACKENDS:
                 result = run_round(client, args)
                 results[client].append(result)
                 print(f"round {round_number + 1}: {json.dumps(result)}", flush=True)

@@ -9,8 +9,8 @@ from django.http import JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from ingest import parsing
+from ingest.delivery.tasks import deliver_batch
 from ingest.ids import uuid7
-from ingest.tasks import deliver_batch
 
 _producer_lock = threading.Lock()
 _producer = None

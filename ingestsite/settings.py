@@ -173,11 +173,14 @@ LOGGING = {
 }
 
 # --- Kafka ---
-# The producer's client library (ingest/producer.py BACKENDS): kafka-python or confluent.
+# The producer's client library (ingest/delivery/producers BACKENDS): kafka-python or
+# confluent, or the dotted path of a class following ingest.delivery.producers.base.Producer
+# (imported when the first batch is produced).
 KAFKA_CLIENT = env_str("KAFKA_CLIENT", "kafka-python")
-if KAFKA_CLIENT not in ("kafka-python", "confluent"):
+if KAFKA_CLIENT not in ("kafka-python", "confluent") and "." not in KAFKA_CLIENT:
     raise ImproperlyConfigured(
-        f"KAFKA_CLIENT must be kafka-python or confluent, got {KAFKA_CLIENT!r}"
+        "KAFKA_CLIENT must be kafka-python, confluent or the dotted path of a Producer class, "
+        f"got {KAFKA_CLIENT!r}"
     )
 KAFKA_BOOTSTRAP_SERVERS = env_list("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:19092")
 KAFKA_DEFAULT_TOPIC = env_str("KAFKA_DEFAULT_TOPIC", "events")

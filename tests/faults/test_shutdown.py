@@ -16,7 +16,7 @@ pytestmark = pytest.mark.faults
 SERVER_SHUTDOWN_TIMEOUT_S = 8.0
 KAFKA_FROZEN_BEFORE_SIGTERM_S = 4.0
 # A delivery attempt in flight ends within KAFKA_DELIVERY_TIMEOUT_S (8 s in FAULT_ENV); the
-# producer flush at shutdown is bounded by ingest.tasks.PRODUCER_FLUSH_TIMEOUT_S (10 s).
+# producer flush at shutdown is bounded by ingest.delivery.tasks.PRODUCER_FLUSH_TIMEOUT_S (10 s).
 WORKER_STOP_BOUND_S = 30.0
 
 

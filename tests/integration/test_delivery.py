@@ -12,9 +12,10 @@ import psycopg
 import pytest
 from django.core.management import call_command
 
-from ingest import producer, services
+from ingest.delivery import producers, service
 from ingest.ids import uuid7
 from ingest.models import DeadLetter, DeliveryOutcome
+from ingest.records import BatchRecord
 from ingest.topics import read_topic
 from tests.stack import ROOT, free_port
 
@@ -22,13 +23,15 @@ pytestmark = [pytest.mark.integration, pytest.mark.django_db]
 
 
 @pytest.fixture(autouse=True)
-def fresh_producer(kafka_address):
-    producer.close_producer(timeout=5)
+def fresh_producer(kafka_address, settings):
+    # Depends on `settings` so the producer closes before the settings it was built from go.
+    producers.close_producer(timeout=5)
     yield
-    producer.close_producer(timeout=5)
+    producers.close_producer(timeout=5)
 
 
 def batch_of(topic, count, *, size=10):
+    """Return a batch as a task message carries it: [topic, event_id, key, value] lists."""
     return [
         [
             topic,
@@ -41,9 +44,9 @@ def batch_of(topic, count, *, size=10):
 
 
 def deliver(records, **overrides):
-    return services.deliver_batch(
+    return service.deliver_batch(
         batch_id=overrides.get("batch_id", uuid7()),
-        records=records,
+        records=[BatchRecord(*record) for record in records],
         accepted_at=overrides.get("accepted_at", time.time()),
         stopping=overrides.get("stopping", threading.Event()),
     )
@@ -110,7 +113,7 @@ def test_a_stopping_worker_hands_the_batch_back(settings):
     settings.KAFKA_MAX_BLOCK_MS = 300
     stopping = threading.Event()
     stopping.set()
-    with pytest.raises(services.DeliveryInterrupted):
+    with pytest.raises(service.DeliveryInterrupted):
         deliver(batch_of("later", 1), stopping=stopping)
     assert not DeadLetter.objects.exists()
 
@@ -118,11 +121,11 @@ def test_a_stopping_worker_hands_the_batch_back(settings):
 def test_replayed_dead_letters_reach_kafka(kafka_address, capsys, monkeypatch):
     topic = f"replay-{uuid.uuid4().hex[:8]}"
     records = batch_of(topic, 4)
-    services.dead_letter_unsettled(
+    service.dead_letter_unsettled(
         batch_id=uuid7(),
-        records=records,
+        records=[BatchRecord(*record) for record in records],
         accepted_at=time.time(),
-        settlement=services.Settlement.start(count=len(records)),
+        settlement=service.Settlement.start(count=len(records)),
         reason="test",
         stopping=threading.Event(),
     )

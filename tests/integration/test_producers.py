@@ -5,40 +5,47 @@ import time
 import uuid
 
 import pytest
+from django.utils.module_loading import import_string
 
-from ingest import producer
+from ingest.delivery import producers
+from ingest.delivery.producers import RecordFailure
+from ingest.records import BatchRecord
 from ingest.topics import read_topic
 
 pytestmark = pytest.mark.integration
 
-BACKENDS = sorted(producer.BACKENDS)
+BACKENDS = sorted(producers.BACKENDS)
 
 
 @pytest.fixture(params=BACKENDS)
 def client(request, settings, kafka_address):
     """Select one backend on the session Tansu; its producer is closed after the test."""
+    producers.close_producer(timeout=5)
     settings.KAFKA_CLIENT = request.param
     settings.KAFKA_BOOTSTRAP_SERVERS = [kafka_address]
-    producer.close_producer(timeout=5)
     yield request.param
-    producer.close_producer(timeout=5)
+    producers.close_producer(timeout=5)
 
 
 def records_for(topic: str, count: int) -> list:
     return [
-        [topic, f"ev-{uuid.uuid4().hex[:8]}-{n}", None if n % 4 == 0 else f"user-{n % 3}",
-         json.dumps({"n": n})]
+        BatchRecord(
+            topic,
+            f"ev-{uuid.uuid4().hex[:8]}-{n}",
+            None if n % 4 == 0 else f"user-{n % 3}",
+            json.dumps({"n": n}),
+        )
         for n in range(count)
-    ]  # fmt: skip
+    ]
 
 
 def test_records_read_back_with_event_id_key_value_at_the_returned_offsets(client, kafka_address):
     topic = f"producer-{client}-{uuid.uuid4().hex[:8]}"
     records = records_for(topic, 50)
-    offsets = producer.produce(records=records, timeout=15)
-    assert isinstance(producer.get_producer(), producer.BACKENDS[client])
+    offsets = producers.produce(records=records, timeout=15)
+    assert isinstance(producers.get_producer(), import_string(producers.BACKENDS[client]))
     assert len(offsets) == len(records)
-    assert not any(isinstance(offset, producer.RecordFailure) for offset in offsets)
+    assert not any(isinstance(offset, RecordFailure) for offset in offsets)
 
     found = {
         record.event_id: record
@@ -56,18 +63,18 @@ def test_a_frozen_broker_gives_a_transient_failure_in_time_then_delivery_resumes
 ):
     settings.KAFKA_BOOTSTRAP_SERVERS = [tansu.address]
     topic = f"frozen-{client}-{uuid.uuid4().hex[:8]}"
-    producer.produce(records=records_for(topic, 1), timeout=15)  # connected and topic created
+    producers.produce(records=records_for(topic, 1), timeout=15)  # connected and topic created
 
     tansu.freeze()
     started = time.monotonic()
-    failures = producer.produce(records=records_for(topic, 5), timeout=1.5)
+    failures = producers.produce(records=records_for(topic, 5), timeout=1.5)
     assert time.monotonic() - started < 3
-    assert all(isinstance(failure, producer.RecordFailure) for failure in failures)
+    assert all(isinstance(failure, RecordFailure) for failure in failures)
     assert all(failure.transient for failure in failures)
     tansu.thaw()
 
     records = records_for(topic, 5)
-    offsets = producer.produce(records=records, timeout=15)
+    offsets = producers.produce(records=records, timeout=15)
     assert all(isinstance(offset, list) for offset in offsets)
     found = {
         record.event_id
@@ -78,8 +85,8 @@ def test_a_frozen_broker_gives_a_transient_failure_in_time_then_delivery_resumes
 
 def test_a_record_larger_than_kafka_takes_fails_permanently(client):
     topic = f"big-{client}-{uuid.uuid4().hex[:8]}"
-    big = [[topic, "big-1", None, json.dumps({"pad": "x" * 2_000_000})]]
-    (failure,) = producer.produce(records=big, timeout=15)
+    big = [BatchRecord(topic, "big-1", None, json.dumps({"pad": "x" * 2_000_000}))]
+    (failure,) = producers.produce(records=big, timeout=15)
     assert not failure.transient
 
 
@@ -87,15 +94,13 @@ def test_poison_records_fail_alone_and_the_others_are_delivered(client, settings
     settings.KAFKA_MAX_REQUEST_SIZE = 10_000  # the client, not the broker, must refuse the big one
     topic = f"poison-{client}-{uuid.uuid4().hex[:8]}"
     records = records_for(topic, 6)
-    records[1][3] = json.dumps({"pad": "x" * 20_000})
-    records[3][2] = "\ud800"
-    records.append(["not a topic!", "ev-bad-topic", None, "{}"])
-    results = producer.produce(records=records, timeout=15)
+    records[1] = records[1]._replace(value=json.dumps({"pad": "x" * 20_000}))
+    records[3] = records[3]._replace(key="\ud800")
+    records.append(BatchRecord("not a topic!", "ev-bad-topic", None, "{}"))
+    results = producers.produce(records=records, timeout=15)
 
     failed = {
-        index: result
-        for index, result in enumerate(results)
-        if isinstance(result, producer.RecordFailure)
+        index: result for index, result in enumerate(results) if isinstance(result, RecordFailure)
     }
     assert sorted(failed) == [1, 3, 6]
     assert not any(failure.transient for failure in failed.values())
@@ -106,6 +111,6 @@ def test_poison_records_fail_alone_and_the_others_are_delivered(client, settings
         record.event_id
         for record in read_topic(topic=topic, idle_timeout_s=2, bootstrap_servers=[kafka_address])
     }
-    assert found == {records[index][1] for index in (0, 2, 4, 5)}
+    assert found == {records[index].event_id for index in (0, 2, 4, 5)}
     # Refusing a record leaves the producer in place for the next batch.
-    assert isinstance(producer.produce(records=records_for(topic, 1), timeout=15)[0], list)
+    assert isinstance(producers.produce(records=records_for(topic, 1), timeout=15)[0], list)

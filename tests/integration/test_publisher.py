@@ -12,11 +12,11 @@ from django.db import OperationalError
 from kombu import Connection, Exchange, Queue
 
 from celery_app import app
-from ingest import producer, services
+from ingest.delivery import outcomes, producers, service
+from ingest.delivery.tasks import DELIVER_BATCH_TASK
 from ingest.ids import uuid7
 from ingest.models import DeliveryOutcome
 from ingest.publisher import MessageReturned, TaskPublisher
-from ingest.tasks import DELIVER_BATCH_TASK
 from ingest.topics import read_topic
 from tests.stack import free_port
 
@@ -68,7 +68,7 @@ def test_a_published_batch_is_a_task_celery_runs_and_its_events_reach_kafka(
     records = [[topic, f"ev-{n}", None, json.dumps({"n": n})] for n in range(5)]
     batch_id = publish_batch(publisher, records)
 
-    producer.close_producer(timeout=5)
+    producers.close_producer(timeout=5)
     with app.connection_for_write() as connection:
         (message,) = take_messages(queue, connection)
         assert message.properties["delivery_mode"] == 2
@@ -77,7 +77,7 @@ def test_a_published_batch_is_a_task_celery_runs_and_its_events_reach_kafka(
         assert "<5 records>" in request.kwargsrepr
         request.execute()
         message.ack()
-    producer.close_producer(timeout=5)
+    producers.close_producer(timeout=5)
 
     assert DeliveryOutcome.objects.get(batch_id=batch_id).status == "delivered"
     found = {record.event_id for record in read_topic(topic=topic, idle_timeout_s=2)}
@@ -154,18 +154,18 @@ def test_a_message_no_queue_takes_fails_the_publish(queue):
 def test_a_task_whose_outcome_is_not_written_is_resent_with_its_settled_state(
     publisher, queue, kafka_address, monkeypatch
 ):
-    write = services.write_outcome
+    write = outcomes.write_outcome
 
     def database_down(**kwargs):
         raise OperationalError("database down")
 
-    monkeypatch.setattr(services, "OUTCOME_WRITE_BACKOFF_BASE_S", 0.0)
-    monkeypatch.setattr(services, "write_outcome", database_down)
+    monkeypatch.setattr(service, "OUTCOME_WRITE_BACKOFF_BASE_S", 0.0)
+    monkeypatch.setattr(outcomes, "write_outcome", database_down)
     topic = f"resend-{uuid.uuid4().hex[:8]}"
     records = [[topic, f"ev-{n}", None, json.dumps({"n": n})] for n in range(3)]
     batch_id = publish_batch(publisher, records)
 
-    producer.close_producer(timeout=5)
+    producers.close_producer(timeout=5)
     with app.connection_for_write() as connection:
         (message,) = take_messages(queue, connection)
         Request(message, app=app, task=app.tasks[DELIVER_BATCH_TASK]).execute()
@@ -177,11 +177,11 @@ def test_a_task_whose_outcome_is_not_written_is_resent_with_its_settled_state(
         settled = resent.decode()[1]["settled"]
         assert all(offset is not None for offset in settled["offsets"])
 
-        monkeypatch.setattr(services, "write_outcome", write)
+        monkeypatch.setattr(outcomes, "write_outcome", write)
         Request(resent, app=app, task=app.tasks[DELIVER_BATCH_TASK]).execute()
         resent.ack()
         assert take_messages(queue, connection) == []
-    producer.close_producer(timeout=5)
+    producers.close_producer(timeout=5)
 
     assert DeliveryOutcome.objects.get(batch_id=batch_id).status == "delivered"
     found = Counter(record.event_id for record in read_topic(topic=topic, idle_timeout_s=2))

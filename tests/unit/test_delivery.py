@@ -1,5 +1,5 @@
-"""Per-record settlement of a batch (services.deliver_batch, tasks.deliver_batch) with a fake
-producer and the real database."""
+"""Per-record settlement of a batch (delivery.service.deliver_batch, delivery.tasks.deliver_batch)
+with a fake producer and the real database."""
 
 import itertools
 import json
@@ -11,9 +11,10 @@ import pytest
 from celery.exceptions import Reject, Retry
 from django.db import OperationalError
 
-from ingest import producer, services, tasks
+from ingest.delivery import outcomes, producers, service, tasks
 from ingest.ids import uuid7
 from ingest.models import DeadLetter, DeliveryOutcome
+from ingest.records import BatchRecord
 
 pytestmark = pytest.mark.django_db
 
@@ -21,8 +22,8 @@ POISON_KEY = "\ud800"
 
 
 class FakeKafka:
-    """Stands in for producer.produce: encodes like the real backends, acks the rest, fails the
-    records it is told to, and remembers every record it was asked to produce."""
+    """Stands in for the process's producer: encodes like the real backends, acks the rest, fails
+    the records it is told to, and remembers every record it was asked to produce."""
 
     def __init__(self):
         self.produced: list[str] = []
@@ -31,48 +32,52 @@ class FakeKafka:
         self.error: Exception | None = None
         self._offsets = itertools.count()
 
-    def __call__(self, *, records, timeout):
+    def produce(self, *, records, timeout):
         self.calls += 1
         if self.error is not None:
             raise self.error
         results = []
         for record in records:
-            self.produced.append(record[1])
-            encoded = producer.encode_record(record)
-            if isinstance(encoded, producer.RecordFailure):
+            self.produced.append(record.event_id)
+            encoded = producers.encode_record(record)
+            if isinstance(encoded, producers.RecordFailure):
                 results.append(encoded)
-            elif self.transient_failures[record[1]] > 0:
-                self.transient_failures[record[1]] -= 1
-                results.append(producer.RecordFailure("KafkaTimeoutError: no ack", transient=True))
+            elif self.transient_failures[record.event_id] > 0:
+                self.transient_failures[record.event_id] -= 1
+                results.append(producers.RecordFailure("KafkaTimeoutError: no ack", transient=True))
             else:
                 results.append([0, next(self._offsets)])
         return results
+
+    def close(self, *, timeout):
+        pass
 
 
 @pytest.fixture
 def kafka(monkeypatch):
     fake = FakeKafka()
-    monkeypatch.setattr(producer, "produce", fake)
-    monkeypatch.setattr(services, "RETRY_BACKOFF_BASE_S", 0.0)
-    monkeypatch.setattr(services, "OUTCOME_WRITE_BACKOFF_BASE_S", 0.0)
+    producers.get_producer.replace(fake)
+    monkeypatch.setattr(service, "RETRY_BACKOFF_BASE_S", 0.0)
+    monkeypatch.setattr(service, "OUTCOME_WRITE_BACKOFF_BASE_S", 0.0)
     monkeypatch.setattr(tasks, "RESEND_BACKOFF_BASE_S", 0.0)
-    return fake
+    yield fake
+    producers.get_producer.replace(None)
 
 
 def batch_of(count, *, poison_at=()):
     return [
-        [
+        BatchRecord(
             "clicks",
             f"ev-{n}",
             POISON_KEY if n in poison_at else f"k{n}",
             json.dumps({"n": n}),
-        ]
+        )
         for n in range(count)
     ]
 
 
 def deliver(records, *, batch_id=None, settlement=None, stopping=None):
-    return services.deliver_batch(
+    return service.deliver_batch(
         batch_id=batch_id or uuid7(),
         records=records,
         accepted_at=time.time(),
@@ -86,7 +91,7 @@ def test_a_poison_record_is_dead_lettered_alone_and_the_rest_delivered_once(kafk
     outcome = deliver(records)
 
     assert outcome.status == DeliveryOutcome.Status.PARTIALLY_DELIVERED
-    assert kafka.produced == [record[1] for record in records]  # each asked for once
+    assert kafka.produced == [record.event_id for record in records]  # each asked for once
     stored = DeliveryOutcome.objects.get(batch_id=outcome.batch_id)
     assert stored.offsets[2] is None
     assert all(stored.offsets[n] is not None for n in (0, 1, 3, 4))
@@ -97,7 +102,7 @@ def test_a_poison_record_is_dead_lettered_alone_and_the_rest_delivered_once(kafk
     assert dead_letter.event_ids == ["ev-2"]
     assert dead_letter.topic == "clicks"
     # PostgreSQL refuses lone surrogates; the key is kept as its escape.
-    assert dead_letter.records == [["ev-2", "\\ud800", records[2][3]]]
+    assert dead_letter.records == [["ev-2", "\\ud800", records[2].value]]
     assert dead_letter.reason == stored.failures["2"]
 
 
@@ -140,7 +145,7 @@ def test_records_still_failing_when_the_budget_ends_are_dead_lettered_alone(kafk
 # The write retry replaces a broken connection, which a test's own transaction cannot survive.
 @pytest.mark.django_db(transaction=True)
 def test_the_outcome_write_is_retried_without_producing_again(kafka, monkeypatch):
-    write = services.write_outcome
+    write = outcomes.write_outcome
     failures = iter([OperationalError("db down"), OperationalError("db down")])
 
     def flaky_write(**kwargs):
@@ -149,11 +154,11 @@ def test_the_outcome_write_is_retried_without_producing_again(kafka, monkeypatch
             raise error
         return write(**kwargs)
 
-    monkeypatch.setattr(services, "write_outcome", flaky_write)
+    monkeypatch.setattr(outcomes, "write_outcome", flaky_write)
     records = batch_of(4, poison_at={3})
     outcome = deliver(records)
 
-    assert kafka.produced == [record[1] for record in records]
+    assert kafka.produced == [record.event_id for record in records]
     assert DeliveryOutcome.objects.get(batch_id=outcome.batch_id).status == (
         DeliveryOutcome.Status.PARTIALLY_DELIVERED
     )
@@ -161,7 +166,7 @@ def test_the_outcome_write_is_retried_without_producing_again(kafka, monkeypatch
 
 
 class FakeWorker:
-    """Runs tasks.deliver_batch as a worker would: each Retry's new message is run next.
+    """Runs delivery.tasks.deliver_batch as a worker would: each Retry's new message is run next.
 
     Tests using it need transaction=True: the task closes connections a transaction holds.
     """
@@ -200,7 +205,8 @@ def worker(monkeypatch):
 
 
 def task_kwargs(records):
-    return {"batch_id": uuid7(), "records": records, "accepted_at": time.time()}
+    """Return a task message's kwargs: records travel as JSON lists."""
+    return {"batch_id": uuid7(), "records": [list(r) for r in records], "accepted_at": time.time()}
 
 
 @pytest.mark.django_db(transaction=True)
@@ -214,8 +220,8 @@ def test_a_task_message_without_settled_state_is_delivered(kafka, worker):
 def test_an_outcome_never_written_resends_the_task_with_what_kafka_acked(
     kafka, worker, monkeypatch
 ):
-    write = services.write_outcome
-    down = {"runs": 2 * services.OUTCOME_WRITE_ATTEMPTS}
+    write = outcomes.write_outcome
+    down = {"runs": 2 * service.OUTCOME_WRITE_ATTEMPTS}
 
     def database_down_for_two_runs(**kwargs):
         if down["runs"] > 0:
@@ -223,13 +229,14 @@ def test_an_outcome_never_written_resends_the_task_with_what_kafka_acked(
             raise OperationalError("db down")
         return write(**kwargs)
 
-    monkeypatch.setattr(services, "write_outcome", database_down_for_two_runs)
+    monkeypatch.setattr(outcomes, "write_outcome", database_down_for_two_runs)
     records = batch_of(4, poison_at={0})
     kwargs = task_kwargs(records)
     assert worker.run(kwargs) == DeliveryOutcome.Status.PARTIALLY_DELIVERED
 
     assert len(worker.resent) == 2
-    assert kafka.produced == [record[1] for record in records]  # produced in the first run only
+    first_run = [record.event_id for record in records]
+    assert kafka.produced == first_run  # nothing produced again
     settled = worker.resent[0]["settled"]
     assert settled["offsets"][0] is None and None not in settled["offsets"][1:]
     assert list(settled["failures"]) == ["0"]
@@ -250,14 +257,14 @@ def test_unexpected_errors_are_retried_a_bounded_number_of_times_then_dead_lette
     dead_letters = DeadLetter.objects.filter(batch_id=kwargs["batch_id"]).order_by("id")
     assert [dead_letter.event_ids for dead_letter in dead_letters] == [["ev-0"], ["ev-1"], ["ev-2"]]
     reason = dead_letters[0].reason
-    assert reason.startswith("RuntimeError: boom at ") and "in __call__" in reason
+    assert reason.startswith("RuntimeError: boom at ") and "in produce" in reason
 
 
 @pytest.mark.django_db(transaction=True)
 def test_a_retry_after_an_unexpected_error_skips_records_kafka_acked(kafka, worker, monkeypatch):
     records = batch_of(4)
     kafka.transient_failures.update({"ev-2": 1})
-    real_fake = kafka.__call__
+    real_fake = kafka.produce
     calls = iter([real_fake, None, real_fake])
 
     def second_attempt_crashes(*, records, timeout):
@@ -266,7 +273,7 @@ def test_a_retry_after_an_unexpected_error_skips_records_kafka_acked(kafka, work
             raise RuntimeError("crash between attempts")
         return step(records=records, timeout=timeout)
 
-    monkeypatch.setattr(producer, "produce", second_attempt_crashes)
+    monkeypatch.setattr(kafka, "produce", second_attempt_crashes)
     assert worker.run(task_kwargs(records)) == DeliveryOutcome.Status.DELIVERED
     assert Counter(kafka.produced) == {"ev-0": 1, "ev-1": 1, "ev-2": 2, "ev-3": 1}
     assert len(worker.resent) == 1
@@ -320,8 +327,8 @@ def test_a_redelivered_batch_does_not_dead_letter_a_record_twice(kafka):
 
 
 def test_a_settlement_survives_the_task_message(kafka):
-    settlement = services.Settlement(offsets=[[0, 1], None, None], failures={2: "bad"}, attempts=4)
+    settlement = service.Settlement(offsets=[[0, 1], None, None], failures={2: "bad"}, attempts=4)
     carried = json.loads(json.dumps(settlement.as_message()))
-    assert services.Settlement.from_message(carried, count=3) == settlement
-    assert services.Settlement.from_message(None, count=2).unsettled() == [0, 1]
+    assert service.Settlement.from_message(carried, count=3) == settlement
+    assert service.Settlement.from_message(None, count=2).unsettled() == [0, 1]
     assert settlement.unsettled() == [1]

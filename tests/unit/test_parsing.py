@@ -7,8 +7,10 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from ingest import parsing, producer
+from ingest import parsing
+from ingest.delivery.producers import RecordFailure, encode_record
 from ingest.errors import ApiError
+from ingest.records import BatchRecord
 
 PAIR_AND_ESCAPES = r'{"v": "\u00e9\ud83d\ude00 é"}'
 LIMITS = {"max_events": 10, "max_id_length": 16, "max_record_bytes": 4096}
@@ -315,7 +317,7 @@ def test_every_body_is_refused_or_its_records_are_strict_json_equal_to_it(body):
 
 def encoded_for_kafka(record: parsing.Record) -> tuple:
     """Return the value, key and headers both producer backends hand their client."""
-    encoded = producer.encode_record(["t", record.event_id, record.key, record.value])
-    assert not isinstance(encoded, producer.RecordFailure), encoded
+    encoded = encode_record(BatchRecord("t", record.event_id, record.key, record.value))
+    assert not isinstance(encoded, RecordFailure), encoded
     _, value, key, headers = encoded
     return value, key, headers

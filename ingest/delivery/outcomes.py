@@ -1,0 +1,120 @@
+"""Write what became of a settled batch: its DeliveryOutcome and a dead letter per failed record."""
+
+from collections import Counter
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from functools import partial
+
+from django.db import transaction
+
+from ingest.models import DeadLetter, DeliveryOutcome
+from ingest.records import BatchRecord
+
+
+def write_outcome(
+    *,
+    batch_id: str,
+    records: Sequence[BatchRecord],
+    accepted_at: float,
+    offsets: list,
+    failures: dict[int, str],
+    attempts: int,
+) -> DeliveryOutcome:
+    """Write the outcome of a settled batch and a dead letter per failed record, in one go.
+
+    `offsets` holds [partition, offset] or None per record, `failures` why each failed record
+    failed, by index; `attempts` counts the Kafka attempts made.
+    """
+    failed = sorted(failures.items())
+    if not failed:
+        status = DeliveryOutcome.Status.DELIVERED
+    elif len(failed) == len(records):
+        status = DeliveryOutcome.Status.DEAD_LETTERED
+    else:
+        status = DeliveryOutcome.Status.PARTIALLY_DELIVERED
+    outcome = DeliveryOutcome(
+        batch_id=batch_id,
+        status=status,
+        offsets=offsets,
+        failures={str(index): storable(reason) for index, reason in failed},
+        topics=sorted({record.topic for record in records}),
+        reason=storable(failed[0][1]) if failed else "",
+        attempts=attempts,
+        accepted_at=datetime.fromtimestamp(accepted_at, tz=UTC),
+    )
+    # One upsert statement instead of update_or_create's transaction of three: a batch that is
+    # delivered again (a redelivered task) replaces its earlier outcome.
+    upsert = partial(
+        DeliveryOutcome.objects.bulk_create,
+        [outcome],
+        update_conflicts=True,
+        unique_fields=["batch_id"],
+        update_fields=[
+            "status",
+            "offsets",
+            "failures",
+            "topics",
+            "reason",
+            "attempts",
+            "finished_at",
+        ],
+    )
+    if not failed:  # the common case stays one statement, without a transaction around it
+        upsert()
+        return outcome
+    with transaction.atomic():
+        DeadLetter.objects.bulk_create(
+            new_dead_letters(batch_id=batch_id, records=records, failures=failed, attempts=attempts)
+        )
+        upsert()
+    return outcome
+
+
+def new_dead_letters(
+    *,
+    batch_id: str,
+    records: Sequence[BatchRecord],
+    failures: list[tuple[int, str]],
+    attempts: int,
+) -> list[DeadLetter]:
+    """Build a dead letter per failed record, leaving out those an earlier run of the same
+    batch already wrote (a task redelivered after its commit)."""
+    # A dead letter stores [event_id, key, value] per record; its topic has a column of its own.
+    kept = Counter(
+        tuple(stored_record)
+        for stored in DeadLetter.objects.filter(batch_id=batch_id).values_list("records", flat=True)
+        for stored_record in stored
+    )
+    dead_letters = []
+    for index, reason in failures:
+        record = records[index]
+        stored_record = tuple(
+            None if text is None else storable(text)
+            for text in (record.event_id, record.key, record.value)
+        )
+        if kept[stored_record] > 0:
+            kept[stored_record] -= 1
+            continue
+        dead_letters.append(
+            DeadLetter(
+                batch_id=batch_id,
+                topic=storable(record.topic),
+                reason=storable(reason),
+                event_ids=[stored_record[0]],
+                records=[list(stored_record)],
+                attempts=attempts,
+            )
+        )
+    return dead_letters
+
+
+def storable(text: str) -> str:
+    """Return text PostgreSQL keeps: lone surrogates and NUL, which it refuses in text and
+    JSON, as backslash escapes. Only a record that could never be produced carries them."""
+    if "\x00" in text:
+        text = text.replace("\x00", "\\x00")
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return text.encode(errors="backslashreplace").decode()
+    return text
