@@ -62,7 +62,7 @@ def test_kill_9_worker_under_load(fault_stack, topic, report):
         wait_for_accepts(load, WARMUP_ACCEPTS)
         time.sleep(2)  # let the worker take batches so the kill catches some mid-delivery
         kill_hard(stack.worker)
-        time.sleep(1)
+        time.sleep(1)  # the worker stays down a moment while the load goes on
         stack.start_worker()
         result = load.wait()
     figures = drain_and_count(stack, topic, result, scenario="kill -9 worker")

@@ -11,6 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 import psycopg
 import pytest
 
+from tests.waiting import wait_until
+
 pytestmark = pytest.mark.integration
 
 RABBITMQ = ("127.0.0.1", 5672)
@@ -22,6 +24,8 @@ FLUSH_WAIT_S = 30
 # a source's limit; the counters of all of them meet in the stats table.
 SERVER_PROCESSES = 2
 READY_CHANGE_S = 10.0
+STATS_POLL_S = 0.5
+READY_POLL_S = 0.2
 
 
 def stat_totals(stack) -> dict[tuple[str, str], int]:
@@ -35,13 +39,18 @@ def stat_totals(stack) -> dict[tuple[str, str], int]:
 
 
 def wait_for_stats(stack, expected: dict, *, timeout: float = FLUSH_WAIT_S) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
+    """Wait until the stats table counts at least `expected`; return its totals."""
+
+    def reached() -> dict | None:
         totals = stat_totals(stack)
-        if all(totals.get(key, 0) >= value for key, value in expected.items()):
-            return totals
-        assert time.monotonic() < deadline, f"stats {totals} never reached {expected}"
-        time.sleep(0.5)
+        return totals if all(totals.get(key, 0) >= n for key, n in expected.items()) else None
+
+    return wait_until(
+        reached,
+        timeout=timeout,
+        interval=STATS_POLL_S,
+        message=lambda: f"stats {stat_totals(stack)} never reached {expected}",
+    )
 
 
 def get_text(stack, path: str) -> tuple[int, str]:
@@ -60,11 +69,11 @@ def create_source(stack, name: str, *args: str) -> str:
 
 @pytest.fixture
 def keyed_stack(stack_factory):
+    """A stack that requires keys, with its worker running; the test starts the server."""
     stack = stack_factory(
         extra_env={"INGEST_REQUIRE_API_KEYS": "true", "INGEST_KEY_CACHE_TTL_S": "2"}
     )
     stack.start_worker()
-    stack.start_server("--threads", "16", "--processes", str(SERVER_PROCESSES))
     return stack
 
 
@@ -73,7 +82,9 @@ def test_keys_quotas_and_stats_match_what_the_client_saw(keyed_stack):
     topic = f"cp-{uuid.uuid4().hex[:8]}"
     key = create_source(stack, "loader", "--topics", topic)
     limited_key = create_source(stack, "limited", "--topics", "*", "--max-events-per-s", "50")
-    time.sleep(2.5)  # the server's source table is at most INGEST_KEY_CACHE_TTL_S old
+    # Started after the sources exist, every server process loads a table that has them: no
+    # request can meet a cached table from before (which would answer 401 until its TTL ends).
+    stack.start_server("--threads", "16", "--processes", str(SERVER_PROCESSES))
 
     def post(n):
         events = [{"key": f"k{n % 5}", "n": n, "i": i} for i in range(EVENTS_PER_REQUEST)]
@@ -141,15 +152,19 @@ def test_keys_quotas_and_stats_match_what_the_client_saw(keyed_stack):
         f"ingest_events_delivered_total {delivered}",
         f'ingest_delivery_latency_seconds_bucket{{le="+Inf"}} {delivered}',
     ]
-    deadline = time.monotonic() + FLUSH_WAIT_S
-    while True:  # a scrape reaches either process; both answer with the gateway's totals
+
+    def missing_metrics() -> list[str]:
         status, text = get_text(stack, "/metrics")
         assert status == 200
-        missing = [line for line in expected_metrics if line not in text.splitlines()]
-        if not missing:
-            break
-        assert time.monotonic() < deadline, f"/metrics lacks {missing}:\n{text}"
-        time.sleep(0.5)
+        return [line for line in expected_metrics if line not in text.splitlines()]
+
+    # A scrape reaches either process; both answer with the gateway's totals.
+    wait_until(
+        lambda: not missing_metrics(),
+        timeout=FLUSH_WAIT_S,
+        interval=STATS_POLL_S,
+        message=lambda: f"/metrics lacks {missing_metrics()}",
+    )
 
 
 class TcpProxy:
@@ -215,15 +230,22 @@ class TcpProxy:
 def wait_for_readiness(
     stack, *, ready: bool, timeout: float = READY_CHANGE_S
 ) -> tuple[float, dict]:
+    """Wait until /readyz answers ready (200) or not (503); return how long that took and why."""
     started = time.monotonic()
-    while True:
+
+    def answer_as_expected() -> dict | None:
         status, _, body = stack.request("GET", "/readyz", timeout=10)
         assert status in (200, 503)
-        if (status == 200) == ready:
-            assert body["status"] == ("ready" if ready else "unavailable")
-            return time.monotonic() - started, body
-        assert time.monotonic() - started < timeout, f"/readyz stayed {status}: {body}"
-        time.sleep(0.2)
+        return body if (status == 200) == ready else None
+
+    body = wait_until(
+        answer_as_expected,
+        timeout=timeout,
+        interval=READY_POLL_S,
+        message=f"/readyz did not turn {'ready' if ready else 'unavailable'} in {timeout}s",
+    )
+    assert body["status"] == ("ready" if ready else "unavailable")
+    return time.monotonic() - started, body
 
 
 def test_readyz_follows_the_broker_and_kafka(stack_factory, tansu):
