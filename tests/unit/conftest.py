@@ -4,8 +4,9 @@ import time
 
 import pytest
 
-from ingest import keys, runtime, stats
+from ingest import keys, producer, runtime, services, stats, tasks
 from ingest.batcher import Batcher
+from tests.unit.fake_kafka import FakeKafka
 
 
 class FakeBacklog:
@@ -121,3 +122,14 @@ def count_a_run(recorder):
         recorder.flush()
 
     return count
+
+
+@pytest.fixture
+def kafka(monkeypatch):
+    """Produce to a fake Kafka, and retry deliveries and resends without backing off."""
+    fake = FakeKafka()
+    monkeypatch.setattr(producer, "produce", fake)
+    monkeypatch.setattr(services, "RETRY_BACKOFF_BASE_S", 0.0)
+    monkeypatch.setattr(services, "OUTCOME_WRITE_BACKOFF_BASE_S", 0.0)
+    monkeypatch.setattr(tasks, "RESEND_BACKOFF_BASE_S", 0.0)
+    return fake
