@@ -70,15 +70,17 @@ def test_every_accepted_event_reaches_kafka_once_with_payload_and_key(stack):
 
     stack.wait_for_drain(timeout=DRAIN_TIMEOUT_S)
 
-    def all_arrived() -> list | None:
-        records = stack.read_topic(topic) + stack.read_topic(show_topic)
-        return records if len({record.event_id for record in records}) >= len(expected) else None
+    records = []
 
-    records = wait_until(
+    def all_arrived() -> bool:
+        records[:] = stack.read_topic(topic) + stack.read_topic(show_topic)
+        return len({record.event_id for record in records}) >= len(expected)
+
+    wait_until(
         all_arrived,
         timeout=DRAIN_TIMEOUT_S,
         interval=TOPIC_POLL_S,
-        message=f"not all {len(expected)} records arrived in {DRAIN_TIMEOUT_S}s",
+        message=lambda: f"{len(records)} of {len(expected)} records arrived",
     )
 
     counts = Counter(record.event_id for record in records)
