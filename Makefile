@@ -1,9 +1,10 @@
-# `make run` starts the gateway; `make test` runs every check. Both install what they need.
+# `make run` starts the gateway; `make test` runs every check; `make test-quick` runs the unit
+# tests without any service (README, "Tests"). All install what they need.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint services bench
+.PHONY: run test test-quick lint services bench
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,6 +23,10 @@ lint: $(BIN)/.installed
 
 test: $(BIN)/.installed services lint
 	$(BIN)/python -m pytest
+
+# SQLite and fakes: no PostgreSQL, RabbitMQ, Kafka or root (tests/settings_quick.py).
+test-quick: $(BIN)/.installed
+	$(BIN)/python -m pytest --ds=tests.settings_quick -m "not integration and not faults" $(PYTEST_ARGS)
 
 # Benchmarks run in a virtualenv of their own (bench/requirements.txt: gunicorn, gevent, ...),
 # so the comparison servers never land in the service's .venv. docs/BENCHMARKS.md explains.

@@ -15,10 +15,13 @@ import psycopg
 
 from ingest.topics import read_topic
 from ingestsite import embedded
+from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 START_TIMEOUT_S = 30.0
+START_POLL_S = 0.1
+DRAIN_POLL_S = 0.2
 READ_TOPIC_MAX_S = 120.0
 
 
@@ -116,19 +119,24 @@ class Stack:
 
     def start_server(self, *args: str) -> subprocess.Popen:
         self.server = self._spawn([sys.executable, "serve.py", *args], "serve.log")
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            try:
-                status, _, _ = self.request("GET", "/healthz", timeout=1)
-                if status == 200:
-                    return self.server
-            except OSError:
-                pass
-            if self.server.poll() is not None:
-                raise RuntimeError(f"serve.py exited with {self.server.returncode}; see serve.log")
-            if time.monotonic() > deadline:
-                raise RuntimeError("serve.py did not answer /healthz in time")
-            time.sleep(0.1)
+        wait_until(
+            self._server_answers,
+            timeout=START_TIMEOUT_S,
+            interval=START_POLL_S,
+            message="serve.py did not answer /healthz in time",
+        )
+        return self.server
+
+    def _server_answers(self) -> bool:
+        try:
+            status, _, _ = self.request("GET", "/healthz", timeout=1)
+            if status == 200:
+                return True
+        except OSError:
+            pass
+        if self.server.poll() is not None:
+            raise RuntimeError(f"serve.py exited with {self.server.returncode}; see serve.log")
+        return False
 
     def start_worker(self, *, concurrency: int = 4) -> subprocess.Popen:
         self.worker = self._spawn(
@@ -188,11 +196,12 @@ class Stack:
 
     def wait_for_drain(self, *, timeout: float) -> None:
         """Wait until the worker has taken every batch from the queue."""
-        deadline = time.monotonic() + timeout
-        while self.queue_depth() > 0:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"queue {self.queue} still holds {self.queue_depth()} batches")
-            time.sleep(0.2)
+        wait_until(
+            lambda: self.queue_depth() == 0,
+            timeout=timeout,
+            interval=DRAIN_POLL_S,
+            message=lambda: f"queue {self.queue} still holds {self.queue_depth()} batches",
+        )
 
     def stop(self) -> None:
         for process in (self.server, self.worker):

@@ -3,8 +3,11 @@
 import contextlib
 import os
 import signal
-import time
 from pathlib import Path
+
+from tests.waiting import wait_until
+
+KILL_TIMEOUT_S = 10
 
 
 def _stat_fields(pid: int) -> list[str] | None:
@@ -62,9 +65,11 @@ def kill_tree(process) -> list[int]:
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-    process.wait(10)
-    deadline = time.monotonic() + 10
-    while any(is_alive(pid) for pid in pids[1:]):
-        assert time.monotonic() < deadline, "killed processes did not go away"
-        time.sleep(0.05)
+    process.wait(KILL_TIMEOUT_S)
+    wait_until(
+        lambda: not any(is_alive(pid) for pid in pids[1:]),
+        timeout=KILL_TIMEOUT_S,
+        interval=0.05,
+        message="killed processes did not go away",
+    )
     return pids

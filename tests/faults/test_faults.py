@@ -6,6 +6,8 @@ import time
 
 import pytest
 
+from tests.waiting import wait_until
+
 from .conftest import assert_nothing_lost, drain_and_count, log_since, log_size
 from .loadgen import LoadGenerator
 from .procs import kill_tree
@@ -20,15 +22,19 @@ RABBITMQ_DRAIN_TIMEOUT_S = 150.0
 BACKLOG_BUILD_S = 2.0
 RABBITMQ_HEARTBEAT_S = 10
 WORKER_CONNECT_TIMEOUT_S = 60.0
+LOAD_POLL_S = 0.05
+LOG_POLL_S = 0.2
 
 
 def wait_for_accepts(load: LoadGenerator, count: int, *, timeout: float = WARMUP_TIMEOUT_S) -> int:
     """Wait until `count` more events are accepted, so the fault hits a stack under load."""
     target = load.accepted_count() + count
-    deadline = time.monotonic() + timeout
-    while load.accepted_count() < target:
-        assert time.monotonic() < deadline, f"only {load.accepted_count()} of {target} accepted"
-        time.sleep(0.05)
+    wait_until(
+        lambda: load.accepted_count() >= target,
+        timeout=timeout,
+        interval=LOAD_POLL_S,
+        message=lambda: f"only {load.accepted_count()} of {target} accepted",
+    )
     return load.accepted_count()
 
 
@@ -62,7 +68,7 @@ def test_kill_9_worker_under_load(fault_stack, topic, report):
         wait_for_accepts(load, WARMUP_ACCEPTS)
         time.sleep(2)  # let the worker take batches so the kill catches some mid-delivery
         kill_hard(stack.worker)
-        time.sleep(1)
+        time.sleep(1)  # the worker stays down a moment while the load goes on
         stack.start_worker()
         result = load.wait()
     figures = drain_and_count(stack, topic, result, scenario="kill -9 worker")
@@ -108,10 +114,12 @@ def test_restart_rabbitmq_under_load(private_rabbitmq, fault_stack, topic, repor
     worker = stack.start_worker()
     stack.start_server()
     # The worker must hold a broker connection before it is paused, or there is none to lose.
-    deadline = time.monotonic() + WORKER_CONNECT_TIMEOUT_S
-    while "Connected to amqp" not in log_since(worker_log, log_start):
-        assert time.monotonic() < deadline, "the worker did not connect to the broker"
-        time.sleep(0.2)
+    wait_until(
+        lambda: "Connected to amqp" in log_since(worker_log, log_start),
+        timeout=WORKER_CONNECT_TIMEOUT_S,
+        interval=LOG_POLL_S,
+        message="the worker did not connect to the broker",
+    )
     with LoadGenerator(
         port=stack.port, topic=topic, prefix="restart-rabbit", max_seconds=25
     ) as load:

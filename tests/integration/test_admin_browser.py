@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ARTIFACTS
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -17,6 +18,7 @@ CHROMEDRIVER = Path("/usr/bin/chromedriver")
 PHASES = ((80, 15), (40, 10))  # (requests, events per request) in two minutes
 BAD_REQUESTS = 6
 PAGE_WAIT_S = 40
+PAGE_POLL_S = 1.0
 PASSWORD = "browser-test-password"
 
 if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
@@ -106,19 +108,23 @@ def test_admin_stats_page_shows_the_load_run(stack_factory, browser, tmp_path):
             for name in ("accepted", "delivered", "rejected")
         }
 
-    deadline = time.monotonic() + PAGE_WAIT_S
-    while True:  # counters reach the database within a flush interval or two
+    expected = {
+        "accepted": counts["accepted"],
+        "delivered": counts["accepted"],
+        "rejected": counts["rejected"],
+    }
+
+    def page_totals() -> dict:
         browser.get(f"{base}/admin/ingest/eventstat/?range=hour")
-        seen = totals()
-        expected = {
-            "accepted": counts["accepted"],
-            "delivered": counts["accepted"],
-            "rejected": counts["rejected"],
-        }
-        if seen == expected:
-            break
-        assert time.monotonic() < deadline, f"the page shows {seen}, the client saw {expected}"
-        time.sleep(1)
+        return totals()
+
+    # Counters reach the database within a flush interval or two.
+    wait_until(
+        lambda: page_totals() == expected,
+        timeout=PAGE_WAIT_S,
+        interval=PAGE_POLL_S,
+        message=lambda: f"the page shows {totals()}, the client saw {expected}",
+    )
 
     chart = browser.find_element(By.CSS_SELECTOR, "#chart svg.ingest-chart")
     assert chart.is_displayed()

@@ -18,6 +18,7 @@ from ingest.models import DeadLetter, DeliveryOutcome
 from ingest.records import BatchRecord
 from ingest.topics import read_topic
 from tests.stack import ROOT, free_port
+from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db]
 
@@ -181,25 +182,30 @@ ENQUEUE_FROM_STDIN = (
     "print(enqueue_records(records=json.load(sys.stdin)))"
 )
 OUTCOME_TIMEOUT_S = 60
+OUTCOME_POLL_S = 0.2
 
 
 def wait_for_outcome(stack, batch_id: str) -> tuple:
-    deadline = time.monotonic() + OUTCOME_TIMEOUT_S
     with psycopg.connect(stack.database.url.replace("postgres://", "postgresql://")) as db:
-        while time.monotonic() < deadline:
+
+        def outcome() -> tuple | None:
             row = db.execute(
                 "SELECT status, offsets, failures FROM ingest_deliveryoutcome WHERE batch_id = %s",
                 (batch_id,),
             ).fetchone()
-            if row is not None:
-                dead_letters = db.execute(
-                    "SELECT event_ids, reason FROM ingest_deadletter WHERE batch_id = %s",
-                    (batch_id,),
-                ).fetchall()
-                return row, dead_letters
             db.commit()  # end the snapshot so the next poll sees the worker's commit
-            time.sleep(0.2)
-    raise TimeoutError(f"no outcome of batch {batch_id} in {OUTCOME_TIMEOUT_S}s")
+            return row
+
+        row = wait_until(
+            outcome,
+            timeout=OUTCOME_TIMEOUT_S,
+            interval=OUTCOME_POLL_S,
+            message=f"no outcome of batch {batch_id} in {OUTCOME_TIMEOUT_S}s",
+        )
+        dead_letters = db.execute(
+            "SELECT event_ids, reason FROM ingest_deadletter WHERE batch_id = %s", (batch_id,)
+        ).fetchall()
+    return row, dead_letters
 
 
 def test_a_worker_delivers_a_batch_around_a_poison_record_exactly_once(stack_factory):

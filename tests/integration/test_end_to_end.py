@@ -9,6 +9,7 @@ from urllib.parse import urlencode
 import pytest
 
 from celery_app import app as celery_app
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -17,6 +18,7 @@ SHOW_GETS = 200
 BATCHES = 5
 BATCH_SIZE = 100
 DRAIN_TIMEOUT_S = 60
+TOPIC_POLL_S = 1.0
 
 
 @pytest.fixture
@@ -67,13 +69,19 @@ def test_every_accepted_event_reaches_kafka_once_with_payload_and_key(stack):
     assert len(expected) == SINGLE_POSTS + SHOW_GETS + BATCHES * BATCH_SIZE == 1000
 
     stack.wait_for_drain(timeout=DRAIN_TIMEOUT_S)
-    deadline = time.monotonic() + DRAIN_TIMEOUT_S
-    while True:
-        records = stack.read_topic(topic) + stack.read_topic(show_topic)
-        if len({record.event_id for record in records}) >= len(expected):
-            break
-        assert time.monotonic() < deadline, f"{len(records)} of {len(expected)} records arrived"
-        time.sleep(1)
+
+    records = []
+
+    def all_arrived() -> bool:
+        records[:] = stack.read_topic(topic) + stack.read_topic(show_topic)
+        return len({record.event_id for record in records}) >= len(expected)
+
+    wait_until(
+        all_arrived,
+        timeout=DRAIN_TIMEOUT_S,
+        interval=TOPIC_POLL_S,
+        message=lambda: f"{len(records)} of {len(expected)} records arrived",
+    )
 
     counts = Counter(record.event_id for record in records)
     assert {event_id for event_id, n in counts.items() if n > 1} == set()

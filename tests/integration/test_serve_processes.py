@@ -10,12 +10,15 @@ import pytest
 
 from ingestsite import embedded
 from ingestsite.server.options import usable_cores
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
 SHUTDOWN_TIMEOUT_S = 5
 WAIT_TIMEOUT_S = 30
 EVENTS = 20
+PROCESS_POLL_S = 0.02
+TOPIC_POLL_S = 0.5
 
 
 def healthz_pid(stack) -> int:
@@ -26,12 +29,18 @@ def healthz_pid(stack) -> int:
 
 def wait_for_server_pids(stack, *, count: int) -> set[int]:
     """Ask /healthz on fresh connections until `count` different processes have answered."""
-    deadline = time.monotonic() + WAIT_TIMEOUT_S
     seen = set()
-    while len(seen) < count:
-        assert time.monotonic() < deadline, f"only {seen} answered /healthz"
+
+    def all_answered() -> bool:
         seen.add(healthz_pid(stack))
-        time.sleep(0.02)
+        return len(seen) >= count
+
+    wait_until(
+        all_answered,
+        timeout=WAIT_TIMEOUT_S,
+        interval=PROCESS_POLL_S,
+        message=lambda: f"only {seen} answered /healthz",
+    )
     return seen
 
 
@@ -60,10 +69,12 @@ def is_running(pid: int) -> bool:
 
 
 def wait_until_dead(pids, *, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while any(is_running(pid) for pid in pids):
-        assert time.monotonic() < deadline, f"some of {pids} still run"
-        time.sleep(0.02)
+    wait_until(
+        lambda: not any(is_running(pid) for pid in pids),
+        timeout=timeout,
+        interval=PROCESS_POLL_S,
+        message=f"some of {pids} still run",
+    )
 
 
 def post_events(stack, topic: str) -> set[str]:
@@ -76,10 +87,12 @@ def post_events(stack, topic: str) -> set[str]:
 
 
 def wait_for_records(stack, topic: str, ids: set[str]) -> None:
-    deadline = time.monotonic() + WAIT_TIMEOUT_S
-    while not ids <= {record.event_id for record in stack.read_topic(topic, idle_timeout_s=1)}:
-        assert time.monotonic() < deadline, f"not every event of {topic} reached Kafka"
-        time.sleep(0.5)
+    wait_until(
+        lambda: ids <= {record.event_id for record in stack.read_topic(topic, idle_timeout_s=1)},
+        timeout=WAIT_TIMEOUT_S,
+        interval=TOPIC_POLL_S,
+        message=f"not every event of {topic} reached Kafka",
+    )
 
 
 @pytest.fixture

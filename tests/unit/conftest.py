@@ -4,8 +4,10 @@ import time
 
 import pytest
 
-from ingest import runtime
+from ingest import keys, runtime, stats
 from ingest.batcher import Batcher
+from ingest.delivery import producers, service, tasks
+from tests.unit.fake_kafka import FakeKafka
 
 
 class FakeBacklog:
@@ -89,3 +91,47 @@ class UnreadableBody(io.BytesIO):
 def unreadable_body():
     """A wsgi.input that fails the test if a view reads it."""
     return UnreadableBody()
+
+
+@pytest.fixture
+def fresh_keys(monkeypatch, settings):
+    """A key cache and rate limiter of the test's own, with keys required."""
+    settings.INGEST_REQUIRE_API_KEYS = True
+    monkeypatch.setattr(keys, "_cache", None)
+    monkeypatch.setattr(keys, "_limiter", None)
+
+
+@pytest.fixture
+def recorder(monkeypatch, settings):
+    """This process's stats recorder, switched on, flushed only when the test says."""
+    settings.INGEST_STATS_ENABLED = True
+    instance = stats.StatsRecorder(interval_s=3_600, retention_s=86_400)
+    monkeypatch.setattr(stats, "_recorder", instance)
+    return instance
+
+
+@pytest.fixture
+def count_a_run(recorder):
+    """Record a short run (accepted, rejected, delivered, dead-lettered) starting at `at`."""
+
+    def count(*, at: float) -> None:
+        recorder.add(topic="a", source="s", values={"accepted": 10, "accepted_bytes": 100}, at=at)
+        recorder.add(topic="a", source="s", values={"rejected:rate_limited": 2}, at=at)
+        recorder.add(topic="a", source="", values={"delivered": 9, "latency_le_50": 9}, at=at + 60)
+        recorder.add(topic="b", source="", values={"dead_lettered": 1}, at=at + 60)
+        recorder.add(topic="", source="", values={"producer_errors": 3}, at=at + 60)
+        recorder.flush()
+
+    return count
+
+
+@pytest.fixture
+def kafka(monkeypatch):
+    """Produce to a fake Kafka, and retry deliveries and resends without backing off."""
+    fake = FakeKafka()
+    producers.get_producer.replace(fake)
+    monkeypatch.setattr(service, "RETRY_BACKOFF_BASE_S", 0.0)
+    monkeypatch.setattr(service, "OUTCOME_WRITE_BACKOFF_BASE_S", 0.0)
+    monkeypatch.setattr(tasks, "RESEND_BACKOFF_BASE_S", 0.0)
+    yield fake
+    producers.get_producer.replace(None)

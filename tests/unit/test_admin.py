@@ -1,12 +1,13 @@
-"""The dead letter and outcome admins: read-only, with replay and purge actions."""
+"""The admin: read-only dead letters and outcomes with replay and purge, sources, the stats page."""
 
 import time
 from datetime import UTC, datetime
 
 import pytest
 
-from ingest import tasks
-from ingest.models import DeadLetter, DeliveryOutcome
+from ingest import keys, tasks
+from ingest.models import DeadLetter, DeliveryOutcome, Source
+from tests.unit.sources import make_source, post
 
 pytestmark = pytest.mark.django_db
 
@@ -77,3 +78,61 @@ def test_outcomes_cannot_be_added_or_edited(admin_client):
     assert page.status_code == 200
     assert b'name="_save"' not in page.content
     assert b"partially_delivered" in admin_client.get("/admin/ingest/deliveryoutcome/").content
+
+
+def test_admin_stats_page_draws_the_chart_and_the_backlog(admin_client, count_a_run, monkeypatch):
+    count_a_run(at=time.time() - 120)
+    monkeypatch.setattr(tasks, "queue_depth", lambda: 17)
+    response = admin_client.get("/admin/ingest/eventstat/")
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert page.count('class="point point-accepted"') == 1
+    assert 'data-value="10"' in page
+    assert '<td id="backlog-depth">17</td>' in page
+    assert '<th id="total-accepted">10</th>' in page
+    assert "<script" not in page.split('id="chart"')[1].split("</div>")[0]
+    assert admin_client.get("/admin/ingest/eventstat/?range=day").status_code == 200
+
+
+def test_admin_source_creation_shows_the_key_once(admin_client):
+    response = admin_client.post(
+        "/admin/ingest/source/add/",
+        {"name": "web", "allowed_topics": "clicks", "enabled": "on"},
+        follow=True,
+    )
+    assert response.status_code == 200
+    messages = [str(message) for message in response.context["messages"]]
+    (message,) = [message for message in messages if "API key" in message]
+    key = message.rsplit(": ", 1)[1]
+    assert Source.objects.get(name="web").key_hash == keys.hash_key(key)
+    listing = admin_client.get("/admin/ingest/source/").content.decode()
+    assert key not in listing and key[:8] in listing
+
+
+def test_dead_letters_list_their_reason_and_a_payload_preview(admin_client):
+    DeadLetter.objects.create(
+        batch_id="b1",
+        topic="orders",
+        reason="MessageSizeTooLargeError: too big",
+        event_ids=["e1"],
+        records=[["e1", None, '{"id":"e1","sku":"' + "x" * 300 + '"}']],
+    )
+    page = admin_client.get("/admin/ingest/deadletter/").content.decode()
+    assert "MessageSizeTooLargeError: too big" in page
+    assert "{&quot;id&quot;:&quot;e1&quot;,&quot;sku&quot;:&quot;xxx" in page
+    assert "x" * 200 not in page
+    assert 'value="replay"' in page and 'value="purge"' in page
+
+
+def test_rotating_a_key_in_the_admin_retires_the_old_one(admin_client, client, gateway, fresh_keys):
+    source, old_key = make_source()
+    assert post(client, {"n": 1}, HTTP_X_API_KEY=old_key).status_code == 202
+    response = admin_client.post(
+        "/admin/ingest/source/",
+        {"action": "rotate_keys", "_selected_action": [source.pk]},
+        follow=True,
+    )
+    messages = [str(message) for message in response.context["messages"]]
+    (new_key,) = [message.rsplit(": ", 1)[1] for message in messages if "API key" in message]
+    assert post(client, {"n": 1}, HTTP_X_API_KEY=old_key).status_code == 401
+    assert post(client, {"n": 1}, HTTP_X_API_KEY=new_key).status_code == 202

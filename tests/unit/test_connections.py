@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import pytest
 
 from ingestsite.server.connections import DEADLINE_PASSED, DeadlineServer, RequestCut
+from tests.waiting import wait_until
 
 CLIENT_TIMEOUT_S = 10.0
 # How late a cut may reach the client: the server notices at its next wake-up, then answers.
@@ -20,6 +21,7 @@ POST_HEAD = b"POST /echo HTTP/1.1\r\nHost: test\r\nContent-Length: 64\r\n\r\n"
 # Within SLOW_CLIENT_GRACE_S: a delayed ACK holding back a client's second write.
 SPLIT_WRITE_GAP_S = 0.04
 CLOSE = b"\r\nConnection: close\r\n\r\n"
+SLOTS_TIMEOUT_S = 5.0
 
 
 MAPPED_408 = b'{"code": "request_timeout"}'
@@ -80,13 +82,6 @@ def serve():
     yield start
     for server in started:
         server.stop()
-
-
-def wait_until(condition, *, timeout=5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "the condition did not come true in time"
-        time.sleep(0.01)
 
 
 def answer_until_closed(sock: socket.socket, *, timeout=CLIENT_TIMEOUT_S) -> bytes:
@@ -162,7 +157,11 @@ def test_past_the_slow_client_share_a_slow_request_is_cut_at_once(serve):
     assert slots.limit == 2
     held = [dribbler(running.port, POST_HEAD[:10]) for _ in range(2)]
     try:
-        wait_until(lambda: slots.taken == 2)
+        wait_until(
+            lambda: slots.taken == 2,
+            timeout=SLOTS_TIMEOUT_S,
+            message="the two slow clients did not take their slots",
+        )
         started = time.monotonic()
         with dribbler(running.port, POST_HEAD[:10]) as third:
             answer = answer_until_closed(third)
@@ -184,7 +183,9 @@ def test_past_the_slow_client_share_a_slow_request_is_cut_at_once(serve):
     finally:
         for sock in held:
             sock.close()
-    wait_until(lambda: slots.taken == 0)
+    wait_until(
+        lambda: slots.taken == 0, timeout=SLOTS_TIMEOUT_S, message="a slot was never given back"
+    )
 
 
 def test_connections_that_send_nothing_hold_no_thread(serve):
@@ -206,7 +207,11 @@ def test_a_large_body_arriving_quickly_passes(serve):
     status, answer = running.request("POST", body=body)
     assert status == 200
     assert answer == f"{len(body)} {hashlib.sha256(body).hexdigest()}".encode()
-    wait_until(lambda: running.server.slow_client_slots.taken == 0)
+    wait_until(
+        lambda: running.server.slow_client_slots.taken == 0,
+        timeout=SLOTS_TIMEOUT_S,
+        message="a slot was never given back",
+    )
 
 
 def test_a_chunked_body_is_read_whole_even_when_its_chunks_come_slowly(serve):
@@ -215,7 +220,7 @@ def test_a_chunked_body_is_read_whole_even_when_its_chunks_come_slowly(serve):
 
     def slowly():
         for chunk in chunks:
-            time.sleep(0.1)
+            time.sleep(0.1)  # a client that sends its chunks apart is the scenario
             yield chunk
 
     status, answer = running.request("POST", body=slowly(), encode_chunked=True)

@@ -14,7 +14,7 @@ def test_uuid7_is_version_7_with_the_current_time():
 
 def test_uuid7_sorts_by_creation_time():
     first = uuid7()
-    time.sleep(0.002)
+    time.sleep(0.002)  # into a later millisecond: two ids made at different times
     assert uuid7() > first
 
 

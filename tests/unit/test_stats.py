@@ -1,25 +1,15 @@
-import json
-import logging
+"""The stats recorder: per-minute counters, their flushes, the overview and pruning."""
+
 import math
 import time
 from datetime import UTC, datetime
 
 import pytest
 
-from ingest import metrics, readiness, stats
-from ingest.logging import JsonFormatter, request_id_var
+from ingest import stats
 from ingest.models import EventStat
 
 NOON = datetime(2026, 1, 2, 12, 0, tzinfo=UTC).timestamp()
-
-
-@pytest.fixture
-def recorder(monkeypatch, settings):
-    """This process's recorder, switched on, flushed only when the test says."""
-    settings.INGEST_STATS_ENABLED = True
-    instance = stats.StatsRecorder(interval_s=3_600, retention_s=86_400)
-    monkeypatch.setattr(stats, "_recorder", instance)
-    return instance
 
 
 def values(**filters) -> dict[str, int]:
@@ -83,18 +73,9 @@ def test_latency_histogram_and_percentiles():
     assert stats.percentile_ms({}, 0.5) is None
 
 
-def count_a_run(recorder, *, at: float):
-    recorder.add(topic="a", source="s", values={"accepted": 10, "accepted_bytes": 100}, at=at)
-    recorder.add(topic="a", source="s", values={"rejected:rate_limited": 2}, at=at)
-    recorder.add(topic="a", source="", values={"delivered": 9, "latency_le_50": 9}, at=at + 60)
-    recorder.add(topic="b", source="", values={"dead_lettered": 1}, at=at + 60)
-    recorder.add(topic="", source="", values={"producer_errors": 3}, at=at + 60)
-    recorder.flush()
-
-
 @pytest.mark.django_db
-def test_overview_has_chart_points_and_totals_by_topic(recorder):
-    count_a_run(recorder, at=NOON - 600)
+def test_overview_has_chart_points_and_totals_by_topic(count_a_run):
+    count_a_run(at=NOON - 600)
     overview = stats.overview(span_s=3_600, step_s=60, now=NOON)
     points = overview["points"]
     assert len(points["accepted"]) == 60
@@ -112,74 +93,6 @@ def test_overview_has_chart_points_and_totals_by_topic(recorder):
 
 
 @pytest.mark.django_db
-def test_admin_stats_page_draws_the_chart_and_the_backlog(admin_client, recorder, monkeypatch):
-    from ingest import tasks
-
-    count_a_run(recorder, at=time.time() - 120)
-    monkeypatch.setattr(tasks, "queue_depth", lambda: 17)
-    response = admin_client.get("/admin/ingest/eventstat/")
-    assert response.status_code == 200
-    page = response.content.decode()
-    assert page.count('class="point point-accepted"') == 1
-    assert 'data-value="10"' in page
-    assert '<td id="backlog-depth">17</td>' in page
-    assert '<th id="total-accepted">10</th>' in page
-    assert "<script" not in page.split('id="chart"')[1].split("</div>")[0]
-    assert admin_client.get("/admin/ingest/eventstat/?range=day").status_code == 200
-
-
-@pytest.mark.django_db
-def test_admin_source_creation_shows_the_key_once(admin_client):
-    from ingest import keys
-    from ingest.models import Source
-
-    response = admin_client.post(
-        "/admin/ingest/source/add/",
-        {"name": "web", "allowed_topics": "clicks", "enabled": "on"},
-        follow=True,
-    )
-    assert response.status_code == 200
-    messages = [str(message) for message in response.context["messages"]]
-    (message,) = [message for message in messages if "API key" in message]
-    key = message.rsplit(": ", 1)[1]
-    assert Source.objects.get(name="web").key_hash == keys.hash_key(key)
-    listing = admin_client.get("/admin/ingest/source/").content.decode()
-    assert key not in listing and key[:8] in listing
-
-
-@pytest.mark.django_db
-def test_metrics_sum_what_every_process_flushed(client, gateway, recorder, monkeypatch):
-    monkeypatch.setattr(metrics, "totals", metrics._Totals())
-    client.post("/api/v1/events/clicks", b'[{"n": 1}, {"n": 2}]', content_type="application/json")
-    client.post("/api/v1/events/clicks", b"nope", content_type="application/json")
-    stats.count_delivered(records=[["clicks", "a", None, "{}"]], accepted_at=time.time() - 0.03)
-    metrics.observe_publish(events=2, seconds=0.004)
-    recorder.flush()
-    other_process = stats.StatsRecorder(interval_s=3_600, retention_s=86_400)
-    other_process.add(topic="", source="", values={"http_requests:202": 5, "delivered": 0})
-    other_process.flush()
-    response = client.get("/metrics")
-    assert response.status_code == 200
-    assert response["Content-Type"].startswith("text/plain; version=0.0.4")
-    text = response.content.decode()
-    assert 'ingest_http_requests_total{code="202"} 6' in text
-    assert 'ingest_http_requests_total{code="400"} 1' in text
-    assert 'ingest_requests_rejected_total{code="invalid_json"} 1' in text
-    assert "ingest_events_accepted_total 2" in text
-    assert "ingest_events_delivered_total 1" in text
-    assert 'ingest_batch_events_bucket{le="1"} 0' in text
-    assert 'ingest_batch_events_bucket{le="5"} 1' in text
-    assert "ingest_batch_events_sum 2" in text
-    assert 'ingest_delivery_latency_seconds_bucket{le="0.025"} 0' in text
-    assert 'ingest_delivery_latency_seconds_bucket{le="0.05"} 1' in text
-    assert "ingest_publish_confirm_seconds_count 1" in text
-    assert "ingest_backlog_batches 0" in text
-    assert "ingest_stats_readable 1" in text
-    for line in text.splitlines():
-        assert line.startswith("#") or len(line.rsplit(" ", 1)) == 2, line
-
-
-@pytest.mark.django_db
 def test_pruning_folds_old_rows_into_totals(recorder):
     old = time.time() - 3 * 86_400
     recorder.add(topic="t", source="", values={"accepted": 5}, at=old)
@@ -192,120 +105,3 @@ def test_pruning_folds_old_rows_into_totals(recorder):
     assert values(topic="t", minute=datetime.fromtimestamp(0, tz=UTC)) == {"accepted": 6}
     assert sum(row.value for row in EventStat.objects.filter(topic="t")) == 8
     assert stats.overview(span_s=3_600, step_s=60)["totals"]["accepted"] == 2
-
-
-def probe(**results):
-    def check(result):
-        def run():
-            if isinstance(result, Exception):
-                raise result
-            if result == "hang":
-                time.sleep(1)
-            return result
-
-        return run
-
-    return readiness.ReadinessProbe(
-        checks={name: check(result) for name, result in results.items()},
-        timeout_s=0.2,
-        cache_s=0.0,
-        high_water=10,
-    )
-
-
-def test_readiness_names_the_failed_checks():
-    ok = probe(database={}, broker={"depth": 3}, kafka={"topics": 1}).report()
-    assert ok["failed"] == [] and ok["status"] == "ready"
-    report = probe(database={}, broker={"depth": 11}, kafka=OSError("refused")).report()
-    assert report["failed"] == ["kafka", "backlog"]
-    assert report["checks"]["kafka"]["error"] == "OSError: refused"
-    started = time.monotonic()
-    report = probe(database="hang", broker={"depth": 0}, kafka={}).report()
-    assert time.monotonic() - started < 0.5
-    assert report["failed"] == ["database"]
-
-
-def test_readyz_answers_503_with_the_failed_check(client, monkeypatch):
-    monkeypatch.setattr(readiness, "_probe", probe(database={}, broker=OSError("x"), kafka={}))
-    response = client.get("/readyz")
-    assert response.status_code == 503
-    assert response.json()["failed"] == ["broker", "backlog"]
-
-
-def test_json_log_lines_carry_the_request_id():
-    record = logging.makeLogRecord(
-        {
-            "name": "ingest",
-            "levelname": "INFO",
-            "msg": "hello %s",
-            "args": ("you",),
-            "n": 3,
-            "data": {"kwargs": "a whole task payload"},
-        }
-    )
-    token = request_id_var.set("req-1")
-    try:
-        line = json.loads(JsonFormatter().format(record))
-    finally:
-        request_id_var.reset(token)
-    assert line["message"] == "hello you" and line["request_id"] == "req-1" and line["n"] == 3
-    assert "data" not in line
-
-
-def test_responses_carry_a_request_id(client, gateway):
-    response = client.get("/healthz", HTTP_X_REQUEST_ID="abc-123")
-    assert response["X-Request-Id"] == "abc-123"
-    generated = client.get("/healthz", HTTP_X_REQUEST_ID="bad id!")["X-Request-Id"]
-    assert len(generated) == 32
-
-
-def test_openapi_document_is_served(client):
-    response = client.get("/api/v1/openapi.json")
-    assert response.status_code == 200
-    document = response.json()
-    assert document["openapi"].startswith("3.")
-    assert "/api/v1/events/{topic}" in document["paths"]
-
-
-def test_admin_assets_are_served_without_a_cdn(client):
-    response = client.get("/static/admin/css/base.css")
-    assert response.status_code == 200
-    assert b"".join(response.streaming_content).startswith(b"/*")
-    assert client.get("/static/admin/css/missing.css").status_code == 404
-    outside = client.get("/static/../ingestsite/settings.py")
-    assert outside.status_code in (400, 404) and b"SECRET_KEY" not in outside.content
-
-
-@pytest.mark.django_db
-def test_dead_letters_list_their_reason_and_a_payload_preview(admin_client):
-    from ingest.models import DeadLetter
-
-    DeadLetter.objects.create(
-        batch_id="b1",
-        topic="orders",
-        reason="MessageSizeTooLargeError: too big",
-        event_ids=["e1"],
-        records=[["e1", None, '{"id":"e1","sku":"' + "x" * 300 + '"}']],
-    )
-    page = admin_client.get("/admin/ingest/deadletter/").content.decode()
-    assert "MessageSizeTooLargeError: too big" in page
-    assert "{&quot;id&quot;:&quot;e1&quot;,&quot;sku&quot;:&quot;xxx" in page
-    assert "x" * 200 not in page
-    assert 'value="replay"' in page and 'value="purge"' in page
-
-
-@pytest.mark.django_db
-def test_metric_totals_add_settled_and_recent_minutes(recorder, monkeypatch):
-    monkeypatch.setattr(metrics, "TOTALS_CACHE_S", 0.0)
-    totals = metrics._Totals()
-    recorder.add(topic="t", source="", values={"delivered": 4}, at=time.time() - 3_600)
-    recorder.add(topic="t", source="", values={"delivered": 3}, at=time.time())
-    recorder.flush()
-    assert totals.get()["delivered"] == 7
-    recorder.add(topic="t", source="", values={"delivered": 2}, at=time.time())
-    recorder.flush()
-    assert totals.get()["delivered"] == 9
-    stats.prune(older_than_s=1_800)  # folding old rows into the epoch changes no total
-    recorder.add(topic="u", source="", values={"delivered": 1}, at=time.time())
-    recorder.flush()
-    assert metrics._Totals().get()["delivered"] == totals.get()["delivered"] == 10
