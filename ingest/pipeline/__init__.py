@@ -1,0 +1,1 @@
+"""The web side from accept to broker: the batcher, broker publishing, and the per-process runtime."""
