@@ -331,7 +331,7 @@ def serve_until_stopped(
     orphaned: Callable[[], bool] = lambda: False,
 ) -> int:
     """Serve until a stop signal (or the supervisor's death), then drain and flush the batcher."""
-    from ingest.runtime import shutdown_gateway
+    from ingest.pipeline.runtime import shutdown_gateway
 
     serving = threading.Thread(target=server.serve, name="serve", daemon=True)
     serving.start()

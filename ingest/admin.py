@@ -2,8 +2,10 @@ from django.contrib import admin, messages
 from django.template.response import TemplateResponse
 from django.utils.safestring import mark_safe
 
-from . import charts, keys, services, stats
+from .control import charts, keys, stats
+from .control.dead_letters import replay_dead_letters
 from .models import DeadLetter, DeliveryOutcome, EventStat, Source
+from .pipeline.broker import queue_depth
 
 PAYLOAD_PREVIEW_CHARS = 120
 
@@ -57,7 +59,7 @@ class DeadLetterAdmin(admin.ModelAdmin):
 
     @admin.action(description="Replay selected dead letters to Kafka", permissions=["replay"])
     def replay(self, request, queryset):
-        count = services.replay_dead_letters(dead_letters=queryset)
+        count = replay_dead_letters(dead_letters=queryset)
         self.message_user(request, f"Enqueued {count} events again.", messages.SUCCESS)
 
     @admin.action(description="Purge selected dead letters", permissions=["delete"])
@@ -169,8 +171,6 @@ class EventStatAdmin(admin.ModelAdmin):
 
 
 def backlog_report() -> dict:
-    from .tasks import queue_depth
-
     try:
         return {"depth": queue_depth(), "error": None}
     except Exception as error:  # the page still shows the stats while the broker is away

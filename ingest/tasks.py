@@ -1,9 +1,8 @@
-"""Celery interface of the gateway: publish batches from the web side, deliver them on workers."""
+"""Celery interface of the workers: deliver batches; the web side publishes them by task name."""
 
 import logging
 import random
 import threading
-import time
 
 from celery import shared_task
 from celery.exceptions import Reject, Retry
@@ -12,11 +11,10 @@ from celery.worker.control import inspect_command
 from django.conf import settings
 from django.db import close_old_connections
 
-from . import health, metrics, services, stats
-from .batcher import Batch
-from .ids import uuid7
+from . import services
+from .control import stats
+from .edge import health
 from .producer import close_producer
-from .publisher import TaskPublisher
 
 logger = logging.getLogger(__name__)
 
@@ -30,9 +28,6 @@ RESEND_BACKOFF_MAX_S = 60.0
 STOPPING = "the worker is stopping; the batch goes back to the queue with what is settled"
 
 _worker_stopping = threading.Event()
-_thread_publishers = threading.local()
-_publishers_lock = threading.Lock()
-_publishers: list[TaskPublisher] = []
 
 
 @shared_task(
@@ -135,99 +130,9 @@ def _resend(
         raise Reject(f"re-send failed: {error.reason!r}; requeued", requeue=True) from error
 
 
-def enqueue_batch(batch: Batch) -> None:
-    """Publish a batch as one persistent task message and wait for the broker's confirm."""
-    started = time.monotonic()
-    try:
-        publish(batch_id=batch.batch_id, records=batch.records)
-    except Exception:
-        metrics.count_publish_error()
-        raise
-    metrics.observe_publish(events=len(batch.records), seconds=time.monotonic() - started)
-
-
-def enqueue_records(*, records: list) -> str:
-    """Publish records as a new batch over a connection of their own (the admin's replays)."""
-    batch_id = uuid7()
-    publisher = _new_publisher()
-    try:
-        _publish_with(publisher, batch_id=batch_id, records=records)
-    finally:
-        publisher.close()
-    return batch_id
-
-
-def publish(*, batch_id: str, records: list) -> None:
-    """Publish a batch over this thread's kept connection and wait for the broker's confirm."""
-    publisher = getattr(_thread_publishers, "publisher", None)
-    if publisher is None:
-        publisher = _thread_publishers.publisher = _new_publisher()
-        with _publishers_lock:
-            _publishers.append(publisher)
-    _publish_with(publisher, batch_id=batch_id, records=records)
-
-
-def close_publishers() -> None:
-    """Close every thread's kept broker connection, once the threads publish no more."""
-    with _publishers_lock:
-        publishers = list(_publishers)
-    for publisher in publishers:
-        publisher.close()
-
-
-def _new_publisher() -> TaskPublisher:
-    app = deliver_batch.app
-    return TaskPublisher(
-        connect=app.connection_for_write,
-        queue=app.amqp.default_queue,
-        task_name=DELIVER_BATCH_TASK,
-        timeout=settings.INGEST_PUBLISH_TIMEOUT_S,
-    )
-
-
-def _publish_with(publisher: TaskPublisher, *, batch_id: str, records: list) -> None:
-    publisher.publish(
-        task_id=batch_id,
-        kwargs={"batch_id": batch_id, "records": records, "accepted_at": time.time()},
-        kwargsrepr=_kwargsrepr(batch_id=batch_id, count=len(records)),
-    )
-
-
 def _kwargsrepr(*, batch_id: str, count: int) -> str:
     # Only the size, not the batch: the headers and the workers' logs carry no event contents.
     return f"{{'batch_id': {batch_id!r}, 'records': <{count} records>}}"
-
-
-def queue_depth() -> int:
-    """Return how many batches wait in the broker for a worker."""
-    with deliver_batch.app.connection_for_read() as connection:
-        return _declared_depth(connection)
-
-
-class QueueDepthReader:
-    """Read the queue depth over one kept connection, for a caller that asks every second."""
-
-    def __init__(self):
-        self._connection = None
-
-    def __call__(self) -> int:
-        try:
-            if self._connection is None:
-                self._connection = deliver_batch.app.connection_for_read()
-            return _declared_depth(self._connection)
-        except Exception:
-            self._connection, broken = None, self._connection
-            if broken is not None:
-                broken.release()
-            raise
-
-
-def _declared_depth(connection) -> int:
-    connection.ensure_connection(max_retries=1, timeout=settings.CELERY_BROKER_CONNECTION_TIMEOUT)
-    _, depth, _ = connection.default_channel.queue_declare(
-        queue=settings.CELERY_TASK_DEFAULT_QUEUE, durable=True, auto_delete=False, passive=False
-    )
-    return depth
 
 
 @worker_shutting_down.connect

@@ -1,4 +1,6 @@
-"""Turn a request body into validated Kafka records, or say exactly what is wrong with it.
+"""Turn a request body into validated events, or say exactly what is wrong with it.
+
+This is the edge: what is wrong with a request's body is answered here, as ApiError.
 
 An event is accepted only if it can be delivered exactly as sent: its bytes become the record
 value unchanged, so they must be strict RFC 8259 JSON (UTF-8, no lone surrogates, no NaN or
@@ -10,14 +12,14 @@ import json
 import math
 import re
 import zlib
-from dataclasses import dataclass
 from functools import lru_cache
 from json.scanner import make_scanner
 
 import msgspec
 
+from ..ids import uuid7
+from ..records import Event
 from .errors import ApiError, bad_request
-from .ids import uuid7
 
 ACCEPTED_CONTENT_TYPES = ("application/json", "text/plain", "")
 GZIP_WINDOW_BITS = 16 + zlib.MAX_WBITS
@@ -39,15 +41,6 @@ _RAW_EVENTS = msgspec.json.Decoder(list[msgspec.Raw])
 _EVENT = msgspec.json.Decoder()
 # Only finds where each element of an oversized array ends; msgspec validates each one after.
 _SCAN_ELEMENT = make_scanner(json.JSONDecoder())
-
-
-@dataclass(frozen=True, slots=True)
-class Record:
-    """One event as it will be written to Kafka."""
-
-    event_id: str
-    key: str | None
-    value: str
 
 
 def check_content_type(content_type: str) -> None:
@@ -107,10 +100,10 @@ def body_too_large(message: str) -> ApiError:
     return ApiError(413, "body_too_large", message)
 
 
-def parse_records(
+def parse_events(
     body: bytes, *, max_events: int, max_id_length: int, max_record_bytes: int
-) -> list[Record]:
-    """Validate a body (an object, an array, or {"events": [...]}) and return its records.
+) -> list[Event]:
+    """Validate a body (an object, an array, or {"events": [...]}) and return its events.
 
     One bad event rejects the whole request: nothing of it is accepted.
     """
@@ -118,7 +111,7 @@ def parse_records(
     if not events:
         raise bad_request("the batch holds no events", code="invalid_body")
     return [
-        _record(
+        _event(
             index,
             raw,
             max_id_length=max_id_length,
@@ -195,7 +188,7 @@ def too_many_events(message: str, max_events: int) -> ApiError:
     return ApiError(413, "too_many_events", f"{message}; the limit is {max_events}")
 
 
-def _record(index: int, raw: bytes, *, max_id_length: int, max_record_bytes: int) -> Record:
+def _event(index: int, raw: bytes, *, max_id_length: int, max_record_bytes: int) -> Event:
     if len(raw) + RECORD_OVERHEAD_BYTES > max_record_bytes:
         raise event_too_large(index, len(raw), max_record_bytes)
     try:
@@ -218,23 +211,23 @@ def _record(index: int, raw: bytes, *, max_id_length: int, max_record_bytes: int
     if size + RECORD_OVERHEAD_BYTES > max_record_bytes:
         raise event_too_large(index, size, max_record_bytes)
     # msgspec accepted the bytes, so they are UTF-8 and decode without a check.
-    return Record(event_id, key, raw.decode())
+    return Event(event_id, key, raw.decode())
 
 
-def records_from_objects(
-    events: list[dict], *, max_id_length: int, max_record_bytes: int
-) -> list[Record]:
-    """Return records for events built in the gateway (query parameters), encoded strictly."""
-    records = []
-    for index, event in enumerate(events):
+def events_from_objects(
+    objects: list[dict], *, max_id_length: int, max_record_bytes: int
+) -> list[Event]:
+    """Return events for objects built in the gateway (query parameters), encoded strictly."""
+    events = []
+    for index, event in enumerate(objects):
         try:
             raw = msgspec.json.encode(event)
         except (msgspec.EncodeError, UnicodeEncodeError) as error:
             raise bad_request(f"event {index} cannot be encoded as JSON: {error}") from error
-        records.append(
-            _record(index, raw, max_id_length=max_id_length, max_record_bytes=max_record_bytes)
+        events.append(
+            _event(index, raw, max_id_length=max_id_length, max_record_bytes=max_record_bytes)
         )
-    return records
+    return events
 
 
 def event_too_large(index: int, size: int, max_record_bytes: int) -> ApiError:

@@ -1,1 +1,1 @@
-"""The web side from accept to broker: the batcher, broker publishing, and the per-process runtime."""
+"""The web side from accept to broker: the batcher, broker publishing, the per-process runtime."""

@@ -7,7 +7,7 @@ import uuid
 import pytest
 
 from ingest import producer
-from ingest.topics import read_topic
+from ingest.control.topics import read_topic
 
 pytestmark = pytest.mark.integration
 

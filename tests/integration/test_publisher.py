@@ -13,11 +13,11 @@ from kombu import Connection, Exchange, Queue
 
 from celery_app import app
 from ingest import producer, services
+from ingest.control.topics import read_topic
 from ingest.ids import uuid7
 from ingest.models import DeliveryOutcome
-from ingest.publisher import MessageReturned, TaskPublisher
+from ingest.pipeline.publisher import MessageReturned, TaskPublisher
 from ingest.tasks import DELIVER_BATCH_TASK
-from ingest.topics import read_topic
 from tests.stack import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db]

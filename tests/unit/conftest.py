@@ -4,8 +4,8 @@ import time
 
 import pytest
 
-from ingest import runtime
-from ingest.batcher import Batcher
+from ingest.pipeline import runtime
+from ingest.pipeline.batcher import Batcher
 
 
 class FakeBacklog:
@@ -15,8 +15,11 @@ class FakeBacklog:
         self.error = None
         self.depth = 0
         self.high_water = 100
+        self.first_read = threading.Event()
+        self.first_read.set()
 
     check = runtime.BacklogMonitor.check
+    backlogged = runtime.BacklogMonitor.backlogged
 
     @property
     def _high_water(self):
@@ -59,7 +62,7 @@ def publisher():
 
 
 @pytest.fixture
-def gateway(publisher, settings, monkeypatch):
+def gateway(publisher, settings):
     """Replace the process gateway with one that publishes to a recording fake."""
     settings.INGEST_BATCH_MAX_WAIT_MS = 1
     settings.INGEST_PUBLISH_TIMEOUT_S = 1
@@ -73,8 +76,9 @@ def gateway(publisher, settings, monkeypatch):
         flushers=1,
     )
     fake = runtime.Gateway(batcher=batcher, backlog=FakeBacklog(), outcomes=FakeOutcomes())
-    monkeypatch.setattr(runtime, "_gateway", fake)
+    runtime.get_gateway.replace(fake)
     yield fake
+    runtime.get_gateway.replace(None)
     batcher.close(timeout=2)
 
 

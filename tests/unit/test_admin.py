@@ -5,8 +5,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from ingest import tasks
+from ingest.control import dead_letters as dead_letter_replay
 from ingest.models import DeadLetter, DeliveryOutcome
+from ingest.records import BatchRecord
 
 pytestmark = pytest.mark.django_db
 
@@ -45,12 +46,14 @@ def test_dead_letters_list_one_event_each(admin_client, dead_letters):
 
 def test_a_dead_letter_is_replayed_on_its_own(admin_client, dead_letters, monkeypatch):
     published = []
-    monkeypatch.setattr(tasks, "enqueue_records", lambda *, records: published.append(records))
+    monkeypatch.setattr(
+        dead_letter_replay, "enqueue_records", lambda *, records: published.append(records)
+    )
     response = admin_client.post(
         CHANGELIST, {"action": "replay", "_selected_action": [dead_letters[1].pk]}
     )
     assert response.status_code == 302
-    assert published == [[["orders", "e1", None, "{}"]]]
+    assert published == [[BatchRecord("orders", "e1", None, "{}")]]
     assert DeadLetter.objects.get(pk=dead_letters[1].pk).replayed_at is not None
     assert DeadLetter.objects.get(pk=dead_letters[0].pk).replayed_at is None
 

@@ -6,20 +6,22 @@ from datetime import UTC, datetime
 
 import pytest
 
-from ingest import metrics, readiness, stats
-from ingest.logging import JsonFormatter, request_id_var
+from ingest.control import metrics, readiness, stats
+from ingest.control.logging import JsonFormatter, request_id_var
 from ingest.models import EventStat
+from tests.unit.conftest import FakeBacklog
 
 NOON = datetime(2026, 1, 2, 12, 0, tzinfo=UTC).timestamp()
 
 
 @pytest.fixture
-def recorder(monkeypatch, settings):
+def recorder(settings):
     """This process's recorder, switched on, flushed only when the test says."""
     settings.INGEST_STATS_ENABLED = True
     instance = stats.StatsRecorder(interval_s=3_600, retention_s=86_400)
-    monkeypatch.setattr(stats, "_recorder", instance)
-    return instance
+    stats.get_recorder.replace(instance)
+    yield instance
+    stats.get_recorder.replace(None)
 
 
 def values(**filters) -> dict[str, int]:
@@ -65,11 +67,10 @@ def test_a_failed_flush_keeps_the_counts_for_the_next(recorder, monkeypatch):
     assert values(topic="t") == {"accepted": 3}
 
 
-def test_counting_is_off_without_the_setting(settings, monkeypatch):
+def test_counting_is_off_without_the_setting(settings):
     settings.INGEST_STATS_ENABLED = False
-    monkeypatch.setattr(stats, "_recorder", None)
     stats.count_accepted(topic="t", source="", events=1, nbytes=1)
-    assert stats._recorder is None
+    assert stats.get_recorder.current() is None
 
 
 def test_latency_histogram_and_percentiles():
@@ -113,10 +114,10 @@ def test_overview_has_chart_points_and_totals_by_topic(recorder):
 
 @pytest.mark.django_db
 def test_admin_stats_page_draws_the_chart_and_the_backlog(admin_client, recorder, monkeypatch):
-    from ingest import tasks
+    from ingest import admin
 
     count_a_run(recorder, at=time.time() - 120)
-    monkeypatch.setattr(tasks, "queue_depth", lambda: 17)
+    monkeypatch.setattr(admin, "queue_depth", lambda: 17)
     response = admin_client.get("/admin/ingest/eventstat/")
     assert response.status_code == 200
     page = response.content.decode()
@@ -130,7 +131,7 @@ def test_admin_stats_page_draws_the_chart_and_the_backlog(admin_client, recorder
 
 @pytest.mark.django_db
 def test_admin_source_creation_shows_the_key_once(admin_client):
-    from ingest import keys
+    from ingest.control import keys
     from ingest.models import Source
 
     response = admin_client.post(
@@ -209,25 +210,52 @@ def probe(**results):
         checks={name: check(result) for name, result in results.items()},
         timeout_s=0.2,
         cache_s=0.0,
-        high_water=10,
     )
 
 
+def backlog(*, depth=None, error=None, read=True):
+    """The runtime's backlog monitor as the probe sees it, after a reading or before the first."""
+    state = FakeBacklog()
+    state.depth, state.error, state.high_water = depth, error, 10
+    if not read:
+        state.first_read.clear()
+    return state
+
+
 def test_readiness_names_the_failed_checks():
-    ok = probe(database={}, broker={"depth": 3}, kafka={"topics": 1}).report()
+    ok = probe(database={}, kafka={"topics": 1}).report(backlog=backlog(depth=3))
     assert ok["failed"] == [] and ok["status"] == "ready"
-    report = probe(database={}, broker={"depth": 11}, kafka=OSError("refused")).report()
+    assert list(ok["checks"]) == ["database", "broker", "kafka", "backlog"]
+    assert ok["checks"]["broker"] == {"ok": True, "depth": 3}
+    report = probe(database={}, kafka=OSError("refused")).report(backlog=backlog(depth=11))
     assert report["failed"] == ["kafka", "backlog"]
     assert report["checks"]["kafka"]["error"] == "OSError: refused"
+    assert report["checks"]["backlog"] == {"ok": False, "depth": 11, "high_water": 10}
     started = time.monotonic()
-    report = probe(database="hang", broker={"depth": 0}, kafka={}).report()
+    report = probe(database="hang", kafka={}).report(backlog=backlog(depth=0))
     assert time.monotonic() - started < 0.5
     assert report["failed"] == ["database"]
 
 
-def test_readyz_answers_503_with_the_failed_check(client, monkeypatch):
-    monkeypatch.setattr(readiness, "_probe", probe(database={}, broker=OSError("x"), kafka={}))
-    response = client.get("/readyz")
+def test_readiness_reports_what_the_backlog_monitor_read():
+    unreachable = backlog(depth=3, error="OSError: refused")
+    report = probe(database={}, kafka={}).report(backlog=unreachable)
+    assert report["failed"] == ["broker", "backlog"]
+    assert report["checks"]["broker"]["error"] == "OSError: refused"
+    assert report["checks"]["backlog"]["depth"] is None  # a stale depth is not reported
+    started = time.monotonic()
+    report = probe(database={}, kafka={}).report(backlog=backlog(read=False))
+    assert time.monotonic() - started < 0.5  # waits for a first reading only within the bound
+    assert report["failed"] == ["broker", "backlog"]
+
+
+def test_readyz_answers_503_with_the_failed_check(client, gateway):
+    readiness.get_probe.replace(probe(database={}, kafka={}))
+    gateway.backlog.error = "OSError: x"
+    try:
+        response = client.get("/readyz")
+    finally:
+        readiness.get_probe.replace(None)
     assert response.status_code == 503
     assert response.json()["failed"] == ["broker", "backlog"]
 
