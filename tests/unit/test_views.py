@@ -5,6 +5,7 @@ import json
 import pytest
 
 from ingest.models import DeliveryOutcome
+from ingest.records import BatchRecord
 
 URL = "/api/v1/events/clicks"
 
@@ -32,7 +33,7 @@ def test_post_one_event_answers_202_after_the_publish(client, gateway, publisher
     assert body["ids"] == ["e1"]
     assert body["ack"] == "durable"
     value = '{"id": "e1", "key": "user-1", "n": 1}'  # exactly as sent
-    assert publisher.records == [["clicks", "e1", "user-1", value]]
+    assert publisher.records == [BatchRecord("clicks", "e1", "user-1", value)]
     batch_id, first, count, _signature = body["receipt"].split(".")
     assert (batch_id, first, count) == (publisher.batches[0].batch_id, "0", "1")
 
