@@ -52,7 +52,7 @@ class DeadLetterAdmin(admin.ModelAdmin):
     def payload_preview(self, dead_letter):
         if not dead_letter.records:
             return ""
-        value = dead_letter.records[0][2]
+        _, _, value = dead_letter.records[0]  # a stored record is [event_id, key, value]
         if len(value) > PAYLOAD_PREVIEW_CHARS:
             return value[:PAYLOAD_PREVIEW_CHARS] + "…"
         return value
