@@ -131,6 +131,8 @@ class OutcomeWatcher:
 
 @dataclass
 class Gateway:
+    """The web side's long-lived objects; one per process, from get_gateway."""
+
     batcher: Batcher
     backlog: BacklogMonitor
     outcomes: OutcomeWatcher
