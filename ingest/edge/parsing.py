@@ -9,7 +9,6 @@ C; memory and work stay bounded by the event limit before any event is decoded.
 """
 
 import json
-import math
 import re
 import zlib
 from functools import lru_cache
@@ -20,6 +19,7 @@ import msgspec
 from ..ids import uuid7
 from ..records import Event
 from .errors import ApiError, bad_request
+from .rejections import rejection
 
 ACCEPTED_CONTENT_TYPES = ("application/json", "text/plain", "")
 GZIP_WINDOW_BITS = 16 + zlib.MAX_WBITS
@@ -130,7 +130,7 @@ def split_events(body: bytes, *, max_events: int) -> list[bytes]:
         except msgspec.ValidationError:
             return [document]  # any object but {"events": ...} is one event
         except (msgspec.DecodeError, RecursionError) as error:
-            raise _rejection(document, error) from error
+            raise rejection(document, error) from error
         if not events.startswith(b"["):
             raise bad_request('"events" must be an array of objects', code="invalid_body")
         document = events
@@ -143,7 +143,7 @@ def split_events(body: bytes, *, max_events: int) -> list[bytes]:
         try:
             return [bytes(raw) for raw in _RAW_EVENTS.decode(document)]
         except (msgspec.DecodeError, RecursionError) as error:
-            raise _rejection(document, error) from error
+            raise rejection(document, error) from error
     return _scan_elements(document, max_events=max_events)
 
 
@@ -194,7 +194,7 @@ def _event(index: int, raw: bytes, *, max_id_length: int, max_record_bytes: int)
     try:
         event = _EVENT.decode(raw)
     except (msgspec.DecodeError, RecursionError) as error:
-        raise _rejection(raw, error, index=index) from error
+        raise rejection(raw, error, index=index) from error
     if not isinstance(event, dict):
         raise bad_request(f"event {index} is not a JSON object")
     event_id = event.get("id")
@@ -239,68 +239,11 @@ def event_too_large(index: int, size: int, max_record_bytes: int) -> ApiError:
     )
 
 
-def _rejection(document: bytes, error: Exception, *, index: int | None = None) -> ApiError:
-    """Name the event and field that make a body lenient-only JSON, or call it malformed.
-
-    `index` is the event's when `document` is one event; otherwise a top-level array's
-    elements are events, and a top-level object is event 0.
-    """
-    problem = None
-    try:
-        lenient = json.loads(document)
-        if index is None and isinstance(lenient, dict) and set(lenient) == {"events"}:
-            lenient = lenient["events"]
-        if isinstance(lenient, list) and index is None:
-            for position, event in enumerate(lenient):
-                if problem := _find_unencodable(event, path=""):
-                    index = position
-                    break
-        else:
-            problem = _find_unencodable(lenient, path="")
-    except (ValueError, RecursionError):
-        pass  # not JSON even to a lenient parser
-    if problem is None:
-        reason = "nested too deeply" if isinstance(error, RecursionError) else error
-        return bad_request(f"body is not valid JSON: {reason}", code="invalid_json")
-    return bad_request(
-        f"event {index or 0}: {problem}; events must be strict UTF-8 JSON (RFC 8259)"
-    )
-
-
 def _decode_strictly(document: bytes) -> object:
     try:
         return _EVENT.decode(document)
     except (msgspec.DecodeError, RecursionError) as error:
         raise bad_request(f"body is not valid JSON: {error}", code="invalid_json") from error
-
-
-def _find_unencodable(value, *, path: str) -> str | None:
-    label = f'"{path}"' if path else "the event"
-    if isinstance(value, str):
-        return _surrogate_problem(value, label)
-    if isinstance(value, float) and not math.isfinite(value):
-        return f"{label} is {value!r}, not a finite JSON number"
-    items = ()
-    if isinstance(value, dict):
-        items = ((f"{path}.{name}" if path else name, item) for name, item in value.items())
-        for name in value:
-            if problem := _surrogate_problem(name, f"the member name {name!r}"):
-                return problem
-    elif isinstance(value, list):
-        items = ((f"{path}[{position}]", item) for position, item in enumerate(value))
-    for member, item in items:
-        if problem := _find_unencodable(item, path=member):
-            return problem
-    return None
-
-
-def _surrogate_problem(text: str, label: str) -> str | None:
-    try:
-        text.encode()
-    except UnicodeEncodeError as error:
-        code_point = ord(text[error.start])
-        return f"{label} holds a lone UTF-16 surrogate (\\u{code_point:04x})"
-    return None
 
 
 @lru_cache(maxsize=64)
