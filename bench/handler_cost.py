@@ -59,27 +59,29 @@ def event_environ(n: int) -> dict:
 def measure(requests: int) -> float:
     """Return microseconds of this thread's CPU per request (runs in a child process)."""
     sys.path.insert(0, str(ROOT))
-    from ingest import runtime
-    from ingest.batcher import Batcher
+    from ingest.pipeline import runtime
+    from ingest.pipeline.batcher import Batcher
     from ingestsite.wsgi import application
 
     class IdleBacklog:
         depth = 0
 
-        def check(self, *, retry_after: int) -> None:
+        def check(self) -> None:
             pass
 
-    runtime._gateway = runtime.Gateway(
-        batcher=Batcher(
-            publish=lambda batch: None,
-            max_events=2_000,
-            max_bytes=1_048_576,
-            max_wait_s=0.02,
-            pending_max_events=1_000_000,
-            pending_max_bytes=1 << 30,
-        ),
-        backlog=IdleBacklog(),
-        outcomes=None,
+    runtime.get_gateway.replace(
+        runtime.Gateway(
+            batcher=Batcher(
+                publish=lambda batch: None,
+                max_events=2_000,
+                max_bytes=1_048_576,
+                max_wait_s=0.02,
+                pending_max_events=1_000_000,
+                pending_max_bytes=1 << 30,
+            ),
+            backlog=IdleBacklog(),
+            outcomes=None,
+        )
     )
 
     def start_response(status, headers):

@@ -1,9 +1,9 @@
-"""Measure the CPU a body's parsing costs per event: ingest.parsing against the stdlib parser.
+"""Measure the CPU a body's parsing costs per event: ingest.edge.parsing against the stdlib parser.
 
     .venv/bin/python bench/parse_cost.py [--events 1 100 1000] [--repeat 2000] [--rounds 3]
 
 For each batch size, builds a body of that many ~200-byte events and times, on this thread's CPU
-clock, ingest.parsing.parse_records (msgspec: strict JSON, each event's bytes kept as sent) and
+clock, ingest.edge.parsing.parse_events (msgspec: strict JSON, each event's bytes kept as sent) and
 the parser before it (json.loads of the body, then json.dumps of each event), alternating for
 --rounds rounds. Prints microseconds per event, best round.
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "ingestsite.settings")
 
-from ingest import parsing  # noqa: E402
+from ingest.edge import parsing  # noqa: E402
 
 EVENT = {
     "key": "user-1",
@@ -45,7 +45,7 @@ def stdlib_parse(body: bytes) -> list[str]:
 
 
 def msgspec_parse(body: bytes) -> list:
-    return parsing.parse_records(
+    return parsing.parse_events(
         body, max_events=10_000, max_id_length=128, max_record_bytes=1_048_576
     )
 

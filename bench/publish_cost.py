@@ -21,7 +21,7 @@ from kombu import Exchange, Queue
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ingest.publisher import TaskPublisher  # noqa: E402
+from ingest.pipeline.publisher import TaskPublisher  # noqa: E402
 
 TASK_NAME = "bench.deliver_batch"
 EVENT = (

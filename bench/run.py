@@ -23,7 +23,7 @@ from pathlib import Path
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "ingestsite.settings")
 
-from ingest.topics import read_topic  # noqa: E402
+from ingest.control.topics import read_topic  # noqa: E402
 from tests.stack import ROOT, Tansu  # noqa: E402
 
 from . import loadgen, report, stats  # noqa: E402

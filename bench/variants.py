@@ -18,7 +18,7 @@ CPUS = os.cpu_count() or 1
 IDLE_SESSION_TIMEOUT_S = 10
 # Production mode requires API keys: give the benchmark a source of its own (no rate limit).
 ISSUE_KEY = """
-from ingest.keys import issue_key
+from ingest.control.keys import issue_key
 from ingest.models import Source
 source = Source(name="bench", allowed_topics="*")
 key = issue_key(source)

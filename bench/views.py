@@ -8,16 +8,17 @@ from django.conf import settings
 from django.http import JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from ingest import parsing
 from ingest.delivery.tasks import deliver_batch
+from ingest.edge import parsing
 from ingest.ids import uuid7
+from ingest.records import BatchRecord, Event
 
 _producer_lock = threading.Lock()
 _producer = None
 
 
-def _records(request) -> list[parsing.Record]:
-    return parsing.parse_records(
+def _events(request) -> list[Event]:
+    return parsing.parse_events(
         request.body,
         max_events=settings.INGEST_MAX_EVENTS_PER_REQUEST,
         max_id_length=settings.INGEST_MAX_ID_LENGTH,
@@ -25,8 +26,8 @@ def _records(request) -> list[parsing.Record]:
     )
 
 
-def _accepted(records: list[parsing.Record]) -> JsonResponse:
-    ids = [record.event_id for record in records]
+def _accepted(events: list[Event]) -> JsonResponse:
+    ids = [event.event_id for event in events]
     return JsonResponse({"accepted": len(ids), "ids": ids}, status=202)
 
 
@@ -42,13 +43,13 @@ def bare(request, topic: str):
 @csrf_exempt
 def delay_per_request(request, topic: str):
     """The seed design: one Celery task per request, published with confirms before the 202."""
-    records = _records(request)
+    events = _events(request)
     deliver_batch.delay(
         batch_id=uuid7(),
-        records=[[topic, record.event_id, record.key, record.value] for record in records],
+        records=[BatchRecord(topic, *event) for event in events],
         accepted_at=time.time(),
     )
-    return _accepted(records)
+    return _accepted(events)
 
 
 def _fire_and_forget_producer():
@@ -65,13 +66,13 @@ def _fire_and_forget_producer():
 @csrf_exempt
 def fire_and_forget(request, topic: str):
     """The other seed design: send to Kafka from the view and answer without waiting."""
-    records = _records(request)
+    events = _events(request)
     producer = _fire_and_forget_producer()
-    for record in records:
+    for event in events:
         producer.send(
             topic,
-            value=record.value.encode(),
-            key=None if record.key is None else record.key.encode(),
-            headers=[("event-id", record.event_id.encode())],
+            value=event.value.encode(),
+            key=None if event.key is None else event.key.encode(),
+            headers=[("event-id", event.event_id.encode())],
         )
-    return _accepted(records)
+    return _accepted(events)

@@ -2,8 +2,10 @@ from django.contrib import admin, messages
 from django.template.response import TemplateResponse
 from django.utils.safestring import mark_safe
 
-from . import charts, keys, services, stats
+from .control import charts, keys, stats
+from .control.dead_letters import replay_dead_letters
 from .models import DeadLetter, DeliveryOutcome, EventStat, Source
+from .pipeline.broker import queue_depth
 
 PAYLOAD_PREVIEW_CHARS = 120
 
@@ -50,14 +52,14 @@ class DeadLetterAdmin(admin.ModelAdmin):
     def payload_preview(self, dead_letter):
         if not dead_letter.records:
             return ""
-        value = dead_letter.records[0][2]
+        _, _, value = dead_letter.records[0]  # a stored record is [event_id, key, value]
         if len(value) > PAYLOAD_PREVIEW_CHARS:
             return value[:PAYLOAD_PREVIEW_CHARS] + "…"
         return value
 
     @admin.action(description="Replay selected dead letters to Kafka", permissions=["replay"])
     def replay(self, request, queryset):
-        count = services.replay_dead_letters(dead_letters=queryset)
+        count = replay_dead_letters(dead_letters=queryset)
         self.message_user(request, f"Enqueued {count} events again.", messages.SUCCESS)
 
     @admin.action(description="Purge selected dead letters", permissions=["delete"])
@@ -169,8 +171,6 @@ class EventStatAdmin(admin.ModelAdmin):
 
 
 def backlog_report() -> dict:
-    from .tasks import queue_depth
-
     try:
         return {"depth": queue_depth(), "error": None}
     except Exception as error:  # the page still shows the stats while the broker is away

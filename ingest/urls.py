@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import views
+from .edge import views
 
 urlpatterns = [
     path("events/<str:topic>", views.post_events, name="post-events"),

@@ -72,7 +72,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    "ingest.logging.RequestContextMiddleware",
+    "ingest.control.logging.RequestContextMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -86,7 +86,7 @@ MIDDLEWARE = [
 # no session, CSRF check or user, and the admin's chain costs a third of their CPU in Django.
 INGEST_FAST_PATH = env_bool("INGEST_FAST_PATH", True)
 INGEST_FAST_PATHS = ("/api/v1/events/", "/api/v1/show/") if INGEST_FAST_PATH else ()
-INGEST_FAST_PATH_MIDDLEWARE = ["ingest.logging.RequestContextMiddleware"]
+INGEST_FAST_PATH_MIDDLEWARE = ["ingest.control.logging.RequestContextMiddleware"]
 
 # Cookie storage signs a cookie on every request, API requests included; session storage is lazy.
 MESSAGE_STORAGE = "django.contrib.messages.storage.session.SessionStorage"
@@ -118,8 +118,9 @@ DATABASES = {
         conn_health_checks=True,
     )
 }
-# Seconds a new PostgreSQL connection may take, and the key cache's query (ingest/keys.py): a
-# cold process answers keyed requests 503 instead of hanging on an unreachable database.
+# Seconds a new PostgreSQL connection may take, and the key cache's query
+# (ingest/control/keys.py): a cold process answers keyed requests 503 instead of hanging on an
+# unreachable database.
 DATABASE_CONNECT_TIMEOUT_S = env_int("DATABASE_CONNECT_TIMEOUT_S", 5)
 if DATABASES["default"]["ENGINE"].endswith("postgresql"):
     DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = DATABASE_CONNECT_TIMEOUT_S
@@ -147,7 +148,7 @@ LOGGING = {
     "disable_existing_loggers": False,
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
-        "json": {"()": "ingest.logging.JsonFormatter"},
+        "json": {"()": "ingest.control.logging.JsonFormatter"},
     },
     # Every 4xx and 503 already answers the client with its reason; logging each one under
     # load would cost more than the request. Unexpected 5xx still log with their traceback.

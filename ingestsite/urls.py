@@ -3,7 +3,7 @@ from django.contrib import admin
 from django.contrib.staticfiles.views import serve as serve_static
 from django.urls import include, path, re_path
 
-from ingest import views
+from ingest.edge import views
 
 urlpatterns = [
     path("admin/", admin.site.urls),
@@ -16,5 +16,5 @@ urlpatterns = [
     re_path(rf"^{settings.STATIC_URL.strip('/')}/(?P<path>.*)$", serve_static, {"insecure": True}),
 ]
 
-handler404 = "ingest.views.not_found"
-handler500 = "ingest.views.server_error"
+handler404 = "ingest.edge.views.not_found"
+handler500 = "ingest.edge.views.server_error"

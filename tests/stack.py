@@ -13,7 +13,7 @@ from pathlib import Path
 
 import psycopg
 
-from ingest.topics import read_topic
+from ingest.control.topics import read_topic
 from ingestsite import embedded
 from tests.waiting import wait_until
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, close_old_connections
 
-from ingest import stats
+from ingest.control import stats
 from ingest.models import DeliveryOutcome
 from ingest.records import BatchRecord
 

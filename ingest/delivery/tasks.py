@@ -15,7 +15,7 @@ from celery.worker.control import inspect_command
 from django.conf import settings
 from django.db import close_old_connections
 
-from ingest import health, stats
+from ingest.control import health, stats
 from ingest.records import BatchRecord
 
 from . import service

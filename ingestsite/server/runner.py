@@ -12,7 +12,6 @@ from contextlib import ExitStack
 import django
 from django.conf import settings
 
-from ingest.runtime import shutdown_gateway
 from ingestsite.server.connections import DeadlineServer
 from ingestsite.server.options import SERVER_THREAD_JOIN_S, usable_cores
 from ingestsite.server.standalone import print_configuration
@@ -80,6 +79,10 @@ def serve_until_stopped(
     orphaned: Callable[[], bool] = lambda: False,
 ) -> int:
     """Serve until a stop signal (or the supervisor's death), then drain and flush the batcher."""
+    # The gateway's runtime reads ingest.models, which needs the app registry: this module is
+    # imported before django.setup() (a child pins its core first), so import it once serving.
+    from ingest.pipeline.runtime import shutdown_gateway
+
     serving = threading.Thread(target=server.serve, name="serve", daemon=True)
     serving.start()
     print(f"{name}listening on http://{args.bind} (POST /api/v1/events/<topic>)", flush=True)

@@ -12,11 +12,11 @@ import psycopg
 import pytest
 from django.core.management import call_command
 
+from ingest.control.topics import read_topic
 from ingest.delivery import producers, service
 from ingest.ids import uuid7
 from ingest.models import DeadLetter, DeliveryOutcome
 from ingest.records import BatchRecord
-from ingest.topics import read_topic
 from tests.stack import ROOT, free_port
 from tests.waiting import wait_until
 
@@ -138,7 +138,7 @@ def test_replayed_dead_letters_reach_kafka(kafka_address, capsys, monkeypatch):
         event_ids=["old-1", "old-2"],
         records=[["old-1", None, "{}"], ["old-2", "k", "{}"]],
     )
-    from ingest import tasks
+    from ingest.pipeline import broker
 
     published = []
 
@@ -146,7 +146,7 @@ def test_replayed_dead_letters_reach_kafka(kafka_address, capsys, monkeypatch):
         published.append(batch_id)
         deliver(records, batch_id=batch_id)
 
-    monkeypatch.setattr(tasks, "_publish_with", deliver_inline)
+    monkeypatch.setattr(broker, "_publish_with", deliver_inline)
     call_command("dead_letters", "list", "--topic", topic)
     listing = capsys.readouterr().out.splitlines()
     assert len(listing) == 5
@@ -178,7 +178,7 @@ def test_tail_topic_prints_records_with_their_ids(kafka_address, capsys):
 
 
 ENQUEUE_FROM_STDIN = (
-    "import json, sys; from ingest.tasks import enqueue_records; "
+    "import json, sys; from ingest.pipeline.broker import enqueue_records; "
     "print(enqueue_records(records=json.load(sys.stdin)))"
 )
 OUTCOME_TIMEOUT_S = 60

@@ -6,7 +6,7 @@ import psycopg
 import pytest
 from django.db import DatabaseError, connection
 
-from ingest import keys
+from ingest.control import keys
 
 pytestmark = pytest.mark.integration
 

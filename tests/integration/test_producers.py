@@ -7,10 +7,10 @@ import uuid
 import pytest
 from django.utils.module_loading import import_string
 
+from ingest.control.topics import read_topic
 from ingest.delivery import producers
 from ingest.delivery.producers import RecordFailure
 from ingest.records import BatchRecord
-from ingest.topics import read_topic
 
 pytestmark = pytest.mark.integration
 

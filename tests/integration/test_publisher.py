@@ -12,12 +12,12 @@ from django.db import OperationalError
 from kombu import Connection, Exchange, Queue
 
 from celery_app import app
+from ingest.control.topics import read_topic
 from ingest.delivery import outcomes, producers, service
 from ingest.delivery.tasks import DELIVER_BATCH_TASK
 from ingest.ids import uuid7
 from ingest.models import DeliveryOutcome
-from ingest.publisher import MessageReturned, TaskPublisher
-from ingest.topics import read_topic
+from ingest.pipeline.publisher import MessageReturned, TaskPublisher
 from tests.stack import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db]

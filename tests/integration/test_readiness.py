@@ -38,6 +38,10 @@ class TcpProxy:
     def stop(self) -> None:
         listener, self._listener = self._listener, None
         if listener is not None:
+            # Without the shutdown the socket keeps listening while _accept blocks in accept():
+            # it would take one more connection and keep start() from binding the port again.
+            with contextlib.suppress(OSError):
+                listener.shutdown(socket.SHUT_RDWR)
             listener.close()
         with self._lock:
             sockets, self._sockets = self._sockets, set()

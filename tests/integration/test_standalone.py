@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 
-from ingest.topics import read_topic
+from ingest.control.topics import read_topic
 from ingestsite import embedded
 from tests.stack import ROOT, free_port
 

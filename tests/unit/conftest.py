@@ -4,9 +4,10 @@ import time
 
 import pytest
 
-from ingest import keys, runtime, stats
-from ingest.batcher import Batcher
+from ingest.control import stats
 from ingest.delivery import producers, service, tasks
+from ingest.pipeline import runtime
+from ingest.pipeline.batcher import Batcher
 from tests.unit.fake_kafka import FakeKafka
 
 
@@ -17,8 +18,11 @@ class FakeBacklog:
         self.error = None
         self.depth = 0
         self.high_water = 100
+        self.first_read = threading.Event()
+        self.first_read.set()
 
     check = runtime.BacklogMonitor.check
+    backlogged = runtime.BacklogMonitor.backlogged
 
     @property
     def _high_water(self):
@@ -45,7 +49,8 @@ class RecordingPublisher:
 
     def __call__(self, batch):
         self.gate.wait(5)
-        time.sleep(self.delay_s)  # a broker that is slow to confirm
+        if self.delay_s:
+            time.sleep(self.delay_s)  # a broker that is slow to confirm
         if self.error is not None:
             raise self.error
         self.batches.append(batch)
@@ -61,7 +66,7 @@ def publisher():
 
 
 @pytest.fixture
-def gateway(publisher, settings, monkeypatch):
+def gateway(publisher, settings):
     """Replace the process gateway with one that publishes to a recording fake."""
     settings.INGEST_BATCH_MAX_WAIT_MS = 1
     settings.INGEST_PUBLISH_TIMEOUT_S = 1
@@ -75,8 +80,9 @@ def gateway(publisher, settings, monkeypatch):
         flushers=1,
     )
     fake = runtime.Gateway(batcher=batcher, backlog=FakeBacklog(), outcomes=FakeOutcomes())
-    monkeypatch.setattr(runtime, "_gateway", fake)
+    runtime.get_gateway.replace(fake)
     yield fake
+    runtime.get_gateway.replace(None)
     batcher.close(timeout=2)
 
 
@@ -94,20 +100,22 @@ def unreadable_body():
 
 
 @pytest.fixture
-def fresh_keys(monkeypatch, settings):
-    """A key cache and rate limiter of the test's own, with keys required."""
+def fresh_keys(settings):
+    """A key cache and rate limiter of the test's own, with keys required.
+
+    Changing a setting forgets every per-process object (ingest.state): both are built anew.
+    """
     settings.INGEST_REQUIRE_API_KEYS = True
-    monkeypatch.setattr(keys, "_cache", None)
-    monkeypatch.setattr(keys, "_limiter", None)
 
 
 @pytest.fixture
-def recorder(monkeypatch, settings):
+def recorder(settings):
     """This process's stats recorder, switched on, flushed only when the test says."""
     settings.INGEST_STATS_ENABLED = True
     instance = stats.StatsRecorder(interval_s=3_600, retention_s=86_400)
-    monkeypatch.setattr(stats, "_recorder", instance)
-    return instance
+    stats.get_recorder.replace(instance)
+    yield instance
+    stats.get_recorder.replace(None)
 
 
 @pytest.fixture

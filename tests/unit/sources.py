@@ -2,7 +2,7 @@
 
 import json
 
-from ingest import keys
+from ingest.control import keys
 from ingest.models import Source
 
 EVENTS_URL = "/api/v1/events/clicks"

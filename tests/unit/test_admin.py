@@ -5,8 +5,11 @@ from datetime import UTC, datetime
 
 import pytest
 
-from ingest import keys, tasks
+from ingest import admin as ingest_admin
+from ingest.control import dead_letters as dead_letter_replay
+from ingest.control import keys
 from ingest.models import DeadLetter, DeliveryOutcome, Source
+from ingest.records import BatchRecord
 from tests.unit.sources import make_source, post
 
 pytestmark = pytest.mark.django_db
@@ -46,12 +49,14 @@ def test_dead_letters_list_one_event_each(admin_client, dead_letters):
 
 def test_a_dead_letter_is_replayed_on_its_own(admin_client, dead_letters, monkeypatch):
     published = []
-    monkeypatch.setattr(tasks, "enqueue_records", lambda *, records: published.append(records))
+    monkeypatch.setattr(
+        dead_letter_replay, "enqueue_records", lambda *, records: published.append(records)
+    )
     response = admin_client.post(
         CHANGELIST, {"action": "replay", "_selected_action": [dead_letters[1].pk]}
     )
     assert response.status_code == 302
-    assert published == [[["orders", "e1", None, "{}"]]]
+    assert published == [[BatchRecord("orders", "e1", None, "{}")]]
     assert DeadLetter.objects.get(pk=dead_letters[1].pk).replayed_at is not None
     assert DeadLetter.objects.get(pk=dead_letters[0].pk).replayed_at is None
 
@@ -82,7 +87,7 @@ def test_outcomes_cannot_be_added_or_edited(admin_client):
 
 def test_admin_stats_page_draws_the_chart_and_the_backlog(admin_client, count_a_run, monkeypatch):
     count_a_run(at=time.time() - 120)
-    monkeypatch.setattr(tasks, "queue_depth", lambda: 17)
+    monkeypatch.setattr(ingest_admin, "queue_depth", lambda: 17)
     response = admin_client.get("/admin/ingest/eventstat/")
     assert response.status_code == 200
     page = response.content.decode()

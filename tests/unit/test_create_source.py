@@ -5,7 +5,7 @@ from io import StringIO
 import pytest
 from django.core.management import CommandError, call_command
 
-from ingest import keys
+from ingest.control import keys
 from ingest.models import Source
 from tests.unit.sources import post
 

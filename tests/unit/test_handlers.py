@@ -5,9 +5,10 @@ import pytest
 from django.core import signals
 from django.db import connection
 
-from ingest import keys, services
-from ingest.handlers import GatewayWSGIHandler
+from ingest.control import keys
+from ingest.edge.handlers import GatewayWSGIHandler
 from ingest.models import Source
+from ingest.pipeline import accept
 
 
 def call(handler, method, path, body=b"", *, query="", **headers):
@@ -93,7 +94,7 @@ def test_view_crash_on_the_fast_path_is_a_json_500(gateway, monkeypatch):
     def crash(**kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(services, "accept_events", crash)
+    monkeypatch.setattr(accept, "accept_events", crash)
     status, _, content = call(GatewayWSGIHandler(), "POST", "/api/v1/events/clicks", b"{}")
     assert status == 500
     assert json.loads(content)["code"] == "internal_error"
@@ -103,7 +104,7 @@ def test_key_cache_reload_on_the_fast_path_closes_its_connection(
     gateway, transactional_db, settings, monkeypatch
 ):
     settings.INGEST_REQUIRE_API_KEYS = True
-    monkeypatch.setattr(keys, "_cache", None)
+    keys.get_cache.replace(None)  # a cache that has not loaded yet
     source = Source(name="shop", allowed_topics="*")
     key = keys.issue_key(source)
     source.save()

@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from django.db import OperationalError, connection
 
-from ingest import keys
+from ingest.control import keys
 from ingest.models import Source
 from tests.unit.sources import make_source, post
 
@@ -86,7 +86,7 @@ def test_failed_reload_answers_from_the_stale_table_and_retries_once_per_interva
     assert cache.lookup("h") is SHOP
     loader.error = OperationalError("connection refused")
     clock[0] += 11  # past the TTL
-    with caplog.at_level("WARNING", logger="ingest.keys"):
+    with caplog.at_level("WARNING", logger="ingest.control.keys"):
         for _ in range(50):
             assert cache.lookup("h") is SHOP
         assert loader.calls == 2  # one failed reload, not one per request

@@ -3,7 +3,7 @@
 import json
 import logging
 
-from ingest.logging import JsonFormatter, request_id_var
+from ingest.control.logging import JsonFormatter, request_id_var
 
 
 def test_json_log_lines_carry_the_request_id():

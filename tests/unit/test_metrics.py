@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from ingest import metrics, stats
+from ingest.control import metrics, stats
 
 
 @pytest.mark.django_db

@@ -7,17 +7,17 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from ingest import parsing
 from ingest.delivery.producers import RecordFailure, encode_record
-from ingest.errors import ApiError
-from ingest.records import BatchRecord
+from ingest.edge import parsing
+from ingest.edge.errors import ApiError
+from ingest.records import BatchRecord, Event
 
 PAIR_AND_ESCAPES = r'{"v": "\u00e9\ud83d\ude00 é"}'
 LIMITS = {"max_events": 10, "max_id_length": 16, "max_record_bytes": 4096}
 
 
-def parse(body: bytes, **limits) -> list[parsing.Record]:
-    return parsing.parse_records(body, **{**LIMITS, **limits})
+def parse(body: bytes, **limits) -> list[Event]:
+    return parsing.parse_events(body, **{**LIMITS, **limits})
 
 
 def refusal(body: bytes, **limits) -> ApiError:
@@ -43,7 +43,7 @@ def test_records_keep_each_event_exactly_as_sent(body, values):
 
 def test_records_keep_ids_and_keys_and_assign_uuid7():
     built = parse(b'[{"id": "e1", "key": "k", "v": 1}, {"v": 2}]')
-    assert built[0] == parsing.Record("e1", "k", '{"id": "e1", "key": "k", "v": 1}')
+    assert built[0] == Event("e1", "k", '{"id": "e1", "key": "k", "v": 1}')
     assert built[1].key is None
     assert built[1].event_id[14] == "7"
 
@@ -127,13 +127,13 @@ def test_an_event_larger_than_a_record_is_refused():
     assert refusal(long_key).code == "event_too_large"
 
 
-def test_records_from_objects_encodes_strictly():
-    (record,) = parsing.records_from_objects(
+def test_events_from_objects_encodes_strictly():
+    (record,) = parsing.events_from_objects(
         [{"a": "b", "id": "x"}], max_id_length=16, max_record_bytes=4096
     )
-    assert record == parsing.Record("x", None, '{"a":"b","id":"x"}')
+    assert record == Event("x", None, '{"a":"b","id":"x"}')
     with pytest.raises(ApiError) as raised:
-        parsing.records_from_objects([{"a": "\ud800"}], max_id_length=16, max_record_bytes=4096)
+        parsing.events_from_objects([{"a": "\ud800"}], max_id_length=16, max_record_bytes=4096)
     assert raised.value.code == "invalid_event"
 
 
@@ -315,9 +315,9 @@ def test_every_body_is_refused_or_its_records_are_strict_json_equal_to_it(body):
         assert headers == [("event-id", record.event_id.encode())]
 
 
-def encoded_for_kafka(record: parsing.Record) -> tuple:
+def encoded_for_kafka(record: Event) -> tuple:
     """Return the value, key and headers both producer backends hand their client."""
-    encoded = encode_record(BatchRecord("t", record.event_id, record.key, record.value))
+    encoded = encode_record(BatchRecord("t", *record))
     assert not isinstance(encoded, RecordFailure), encoded
     _, value, key, headers = encoded
     return value, key, headers

@@ -2,7 +2,8 @@
 
 import time
 
-from ingest import readiness
+from ingest.control import readiness
+from tests.unit.conftest import FakeBacklog
 
 
 def probe(**results):
@@ -11,7 +12,7 @@ def probe(**results):
             if isinstance(result, Exception):
                 raise result
             if result == "hang":
-                time.sleep(1)  # a check that hangs past the probe's timeout is the scenario
+                time.sleep(1)
             return result
 
         return run
@@ -20,24 +21,51 @@ def probe(**results):
         checks={name: check(result) for name, result in results.items()},
         timeout_s=0.2,
         cache_s=0.0,
-        high_water=10,
     )
 
 
+def backlog(*, depth=None, error=None, read=True):
+    """The runtime's backlog monitor as the probe sees it, after a reading or before the first."""
+    state = FakeBacklog()
+    state.depth, state.error, state.high_water = depth, error, 10
+    if not read:
+        state.first_read.clear()
+    return state
+
+
 def test_readiness_names_the_failed_checks():
-    ok = probe(database={}, broker={"depth": 3}, kafka={"topics": 1}).report()
+    ok = probe(database={}, kafka={"topics": 1}).report(backlog=backlog(depth=3))
     assert ok["failed"] == [] and ok["status"] == "ready"
-    report = probe(database={}, broker={"depth": 11}, kafka=OSError("refused")).report()
+    assert list(ok["checks"]) == ["database", "broker", "kafka", "backlog"]
+    assert ok["checks"]["broker"] == {"ok": True, "depth": 3}
+    report = probe(database={}, kafka=OSError("refused")).report(backlog=backlog(depth=11))
     assert report["failed"] == ["kafka", "backlog"]
     assert report["checks"]["kafka"]["error"] == "OSError: refused"
+    assert report["checks"]["backlog"] == {"ok": False, "depth": 11, "high_water": 10}
     started = time.monotonic()
-    report = probe(database="hang", broker={"depth": 0}, kafka={}).report()
+    report = probe(database="hang", kafka={}).report(backlog=backlog(depth=0))
     assert time.monotonic() - started < 0.5
     assert report["failed"] == ["database"]
 
 
-def test_readyz_answers_503_with_the_failed_check(client, monkeypatch):
-    monkeypatch.setattr(readiness, "_probe", probe(database={}, broker=OSError("x"), kafka={}))
-    response = client.get("/readyz")
+def test_readiness_reports_what_the_backlog_monitor_read():
+    unreachable = backlog(depth=3, error="OSError: refused")
+    report = probe(database={}, kafka={}).report(backlog=unreachable)
+    assert report["failed"] == ["broker", "backlog"]
+    assert report["checks"]["broker"]["error"] == "OSError: refused"
+    assert report["checks"]["backlog"]["depth"] is None  # a stale depth is not reported
+    started = time.monotonic()
+    report = probe(database={}, kafka={}).report(backlog=backlog(read=False))
+    assert time.monotonic() - started < 0.5  # waits for a first reading only within the bound
+    assert report["failed"] == ["broker", "backlog"]
+
+
+def test_readyz_answers_503_with_the_failed_check(client, gateway):
+    readiness.get_probe.replace(probe(database={}, kafka={}))
+    gateway.backlog.error = "OSError: x"
+    try:
+        response = client.get("/readyz")
+    finally:
+        readiness.get_probe.replace(None)
     assert response.status_code == 503
     assert response.json()["failed"] == ["broker", "backlog"]

@@ -6,10 +6,10 @@ from types import SimpleNamespace
 import pytest
 from django.utils import timezone
 
-from ingest import keys, receipts
+from ingest.control import keys, receipts
+from ingest.control.receipts import DeadLettered, Delivered, Receipt, ReceiptNotFound
 from ingest.ids import uuid7
 from ingest.models import DeliveryOutcome, Source
-from ingest.receipts import DeadLettered, Delivered, Receipt, ReceiptNotFound
 
 BATCH_ID = "01a22113-c010-7d8c-a1ee-075ced08e457"
 
@@ -222,10 +222,9 @@ def make_source(name: str) -> str:
 
 @pytest.mark.django_db
 def test_with_keys_required_a_receipt_shows_only_the_asking_sources_events(
-    client, gateway, settings, monkeypatch
+    client, gateway, settings
 ):
-    settings.INGEST_REQUIRE_API_KEYS = True
-    monkeypatch.setattr(keys, "_cache", None)
+    settings.INGEST_REQUIRE_API_KEYS = True  # forgets the key cache (ingest.state)
     shop, other = make_source("shop"), make_source("other")
     receipt_id = post(client, {"n": 1}, HTTP_X_API_KEY=shop).json()["receipt"]
     url = f"/api/v1/receipts/{receipt_id}"

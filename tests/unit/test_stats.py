@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from ingest import stats
+from ingest.control import stats
 from ingest.models import EventStat
 
 NOON = datetime(2026, 1, 2, 12, 0, tzinfo=UTC).timestamp()
@@ -55,11 +55,10 @@ def test_a_failed_flush_keeps_the_counts_for_the_next(recorder, monkeypatch):
     assert values(topic="t") == {"accepted": 3}
 
 
-def test_counting_is_off_without_the_setting(settings, monkeypatch):
+def test_counting_is_off_without_the_setting(settings):
     settings.INGEST_STATS_ENABLED = False
-    monkeypatch.setattr(stats, "_recorder", None)
     stats.count_accepted(topic="t", source="", events=1, nbytes=1)
-    assert stats._recorder is None
+    assert stats.get_recorder.current() is None
 
 
 def test_latency_histogram_and_percentiles():

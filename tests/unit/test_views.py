@@ -5,6 +5,7 @@ import json
 import pytest
 
 from ingest.models import DeliveryOutcome
+from ingest.records import BatchRecord
 
 URL = "/api/v1/events/clicks"
 
@@ -32,7 +33,7 @@ def test_post_one_event_answers_202_after_the_publish(client, gateway, publisher
     assert body["ids"] == ["e1"]
     assert body["ack"] == "durable"
     value = '{"id": "e1", "key": "user-1", "n": 1}'  # exactly as sent
-    assert publisher.records == [["clicks", "e1", "user-1", value]]
+    assert publisher.records == [BatchRecord("clicks", "e1", "user-1", value)]
     batch_id, first, count, _signature = body["receipt"].split(".")
     assert (batch_id, first, count) == (publisher.batches[0].batch_id, "0", "1")
 
@@ -201,7 +202,7 @@ def test_a_chunked_body_is_read_up_to_the_limit(client, gateway, publisher, sett
     body = b'[{"id": "c1"}, {"id": "c2"}]'
     response = post(client, body, **chunked, **{"wsgi.input": io.BytesIO(body)})
     assert response.status_code == 202, response.content
-    assert [record[1] for record in publisher.records] == ["c1", "c2"]
+    assert [record.event_id for record in publisher.records] == ["c1", "c2"]
     settings.INGEST_MAX_BODY_BYTES = 10
     response = post(client, body, **chunked, **{"wsgi.input": io.BytesIO(body)})
     assert_error(response, 413, "body_too_large")
@@ -243,7 +244,7 @@ def test_a_late_confirm_is_a_late_202_not_a_503(client, gateway, publisher, sett
     publisher.delay_s = settings.INGEST_PUBLISH_TIMEOUT_S + 0.5
     response = post(client, {"id": "late"})
     assert response.status_code == 202, response.content
-    assert [record[1] for record in publisher.records] == ["late"]
+    assert [record.event_id for record in publisher.records] == ["late"]
 
 
 class CutBody(io.BytesIO):

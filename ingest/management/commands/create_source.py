@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from ingest import keys
+from ingest.control import keys
 from ingest.models import Source
 
 

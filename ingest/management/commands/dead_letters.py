@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from ingest import services
+from ingest.control.dead_letters import replay_dead_letters
 from ingest.models import DeadLetter
 
 
@@ -37,7 +37,7 @@ class Command(BaseCommand):
                     f"{dead_letter.topic}\t{events}\t{state}\t{dead_letter.reason}"
                 )
         elif action == "replay":
-            count = services.replay_dead_letters(dead_letters=dead_letters)
+            count = replay_dead_letters(dead_letters=dead_letters)
             self.stdout.write(f"enqueued {count} events again")
         else:
             if not (topic or ids or all):

@@ -2,7 +2,7 @@ import json
 
 from django.core.management.base import BaseCommand
 
-from ingest.topics import read_topic
+from ingest.control.topics import read_topic
 
 
 class Command(BaseCommand):

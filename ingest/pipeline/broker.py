@@ -1,20 +1,23 @@
-"""Celery interface of the web side: publish batches, read the queue depth.
+"""The web side's broker: publish batches as task messages by name, and read the queue depth.
 
-The worker's half (the delivery task) is ingest/delivery/tasks.py; this side publishes by name.
+The web side never imports the Celery task: it publishes protocol-2 messages naming it, so a
+worker, not this process, loads ingest's delivery code.
 """
 
 import threading
 import time
 
-from celery import current_app
 from django.conf import settings
 
-from . import metrics
+from celery_app import app
+
+from ..control import metrics
+from ..ids import uuid7
+from ..records import BatchRecord
 from .batcher import Batch
-from .ids import uuid7
 from .publisher import TaskPublisher
 
-# The name ingest/delivery/tasks.py registers the delivery task under.
+# The delivery task's explicit name; ingest/delivery/tasks.py registers the task under it.
 DELIVER_BATCH_TASK = "ingest.deliver_batch"
 
 _thread_publishers = threading.local()
@@ -33,8 +36,8 @@ def enqueue_batch(batch: Batch) -> None:
     metrics.observe_publish(events=len(batch.records), seconds=time.monotonic() - started)
 
 
-def enqueue_records(*, records: list) -> str:
-    """Publish records as a new batch over a connection of their own (the admin's replays)."""
+def enqueue_records(*, records: list[BatchRecord]) -> str:
+    """Publish records as a new batch over a connection of their own (dead-letter replays)."""
     batch_id = uuid7()
     publisher = _new_publisher()
     try:
@@ -44,7 +47,7 @@ def enqueue_records(*, records: list) -> str:
     return batch_id
 
 
-def publish(*, batch_id: str, records: list) -> None:
+def publish(*, batch_id: str, records: list[BatchRecord]) -> None:
     """Publish a batch over this thread's kept connection and wait for the broker's confirm."""
     publisher = getattr(_thread_publishers, "publisher", None)
     if publisher is None:
@@ -63,7 +66,6 @@ def close_publishers() -> None:
 
 
 def _new_publisher() -> TaskPublisher:
-    app = current_app
     return TaskPublisher(
         connect=app.connection_for_write,
         queue=app.amqp.default_queue,
@@ -72,7 +74,7 @@ def _new_publisher() -> TaskPublisher:
     )
 
 
-def _publish_with(publisher: TaskPublisher, *, batch_id: str, records: list) -> None:
+def _publish_with(publisher: TaskPublisher, *, batch_id: str, records: list[BatchRecord]) -> None:
     publisher.publish(
         task_id=batch_id,
         kwargs={"batch_id": batch_id, "records": records, "accepted_at": time.time()},
@@ -86,8 +88,8 @@ def _kwargsrepr(*, batch_id: str, count: int) -> str:
 
 
 def queue_depth() -> int:
-    """Return how many batches wait in the broker for a worker."""
-    with current_app.connection_for_read() as connection:
+    """Return how many batches wait in the broker for a worker (the admin's stats page)."""
+    with app.connection_for_read() as connection:
         return _declared_depth(connection)
 
 
@@ -100,7 +102,7 @@ class QueueDepthReader:
     def __call__(self) -> int:
         try:
             if self._connection is None:
-                self._connection = current_app.connection_for_read()
+                self._connection = app.connection_for_read()
             return _declared_depth(self._connection)
         except Exception:
             self._connection, broken = None, self._connection

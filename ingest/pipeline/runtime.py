@@ -8,8 +8,11 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.db import close_old_connections
 
+from ..models import DeliveryOutcome
+from ..state import per_process
 from .batcher import Batcher
-from .errors import unavailable
+from .broker import QueueDepthReader, close_publishers, enqueue_batch
+from .errors import Backlogged, BrokerUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -40,19 +43,26 @@ class BacklogMonitor:
         self._high_water = high_water
         self.depth: int | None = None
         self.error: str | None = None
+        self.first_read = threading.Event()  # set once the first reading succeeded or failed
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="ingest-backlog", daemon=True)
         self._thread.start()
 
-    def check(self, *, retry_after: int) -> None:
-        """Raise a 503 if the broker is unreachable or its backlog is past the high-water mark."""
+    @property
+    def high_water(self) -> int:
+        return self._high_water
+
+    def backlogged(self) -> bool:
+        """Say whether the last reading was past the high-water mark."""
+        return self.depth is not None and self.depth > self._high_water
+
+    def check(self) -> None:
+        """Raise BrokerUnavailable or Backlogged unless the last reading allows new events."""
         if self.error is not None:
-            raise unavailable(f"the broker is unreachable: {self.error}", retry_after=retry_after)
-        if self.depth is not None and self.depth > self._high_water:
-            raise unavailable(
-                f"{self.depth} batches wait for Kafka (high-water mark {self._high_water})",
-                retry_after=retry_after,
-                code="backlogged",
+            raise BrokerUnavailable(f"the broker is unreachable: {self.error}")
+        if self.backlogged():
+            raise Backlogged(
+                f"{self.depth} batches wait for Kafka (high-water mark {self._high_water})"
             )
 
     def stop(self) -> None:
@@ -66,6 +76,7 @@ class BacklogMonitor:
             except Exception as error:  # any failure to reach the broker means shed load
                 self.error = f"{type(error).__name__}: {error}"
                 logger.warning("backlog check failed: %s", self.error)
+            self.first_read.set()
             self._stop.wait(self._interval_s)
 
 
@@ -96,8 +107,6 @@ class OutcomeWatcher:
         return slot[1]
 
     def _run(self) -> None:
-        from .models import DeliveryOutcome
-
         while True:
             self._wakeup.wait()
             with self._lock:
@@ -122,27 +131,16 @@ class OutcomeWatcher:
 
 @dataclass
 class Gateway:
+    """The web side's long-lived objects; one per process, from get_gateway."""
+
     batcher: Batcher
     backlog: BacklogMonitor
     outcomes: OutcomeWatcher
 
 
-_lock = threading.Lock()
-_gateway: Gateway | None = None
-
-
+@per_process
 def get_gateway() -> Gateway:
-    global _gateway
-    if _gateway is None:
-        with _lock:
-            if _gateway is None:
-                _gateway = _build_gateway()
-    return _gateway
-
-
-def _build_gateway() -> Gateway:
-    from .tasks import QueueDepthReader, enqueue_batch
-
+    """Return this process's gateway, started on first use."""
     return Gateway(
         batcher=Batcher(
             publish=enqueue_batch,
@@ -165,12 +163,9 @@ def _build_gateway() -> Gateway:
 
 def shutdown_gateway(*, timeout: float) -> bool:
     """Publish every pending batch so waiting requests get their answer; True if all made it."""
-    with _lock:
-        gateway = _gateway
+    gateway = get_gateway.current()
     if gateway is None:
         return True
-    from .tasks import close_publishers
-
     gateway.backlog.stop()
     finished = gateway.batcher.close(timeout=timeout)
     if finished:

@@ -31,9 +31,10 @@ class FastPathHandler(BaseHandler):
     """Run a request through the event views without the admin's middleware or request signals.
 
     The admin's middleware (sessions, CSRF, authentication, messages) and the request_started
-    and request_finished receivers cost a third of the CPU the application spends on a small
-    event (bench/handler_cost.py), and the event endpoints need none of them: they read no
-    cookie or session and touch the database only when the key cache reloads.
+    and request_finished receivers are a large share of the CPU the application spends on a
+    small event (bench/handler_cost.py, figures in docs/BENCHMARKS.md), and the event endpoints
+    need none of them: they read no cookie or session and touch the database only when the key
+    cache reloads.
     """
 
     def __init__(self):

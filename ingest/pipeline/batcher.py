@@ -2,7 +2,8 @@
 
 An idle batcher publishes a request's events at once; while events keep coming it publishes
 at most one batch per window (max_wait_s), so a busy gateway sends few large batches: each one
-costs a worker about 10 ms of CPU whatever its size (docs/BENCHMARKS.md).
+costs a worker about the same CPU whatever its size (docs/BENCHMARKS.md, "Why the window
+matters").
 """
 
 import logging
@@ -12,8 +13,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .ids import uuid7
-from .parsing import Record
+from ..ids import uuid7
+from ..records import BatchRecord, Event
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +36,7 @@ class Batch:
     """Events from one or more requests that are published as one broker message."""
 
     batch_id: str
-    records: list = field(default_factory=list)
+    records: list[BatchRecord] = field(default_factory=list)
     nbytes: int = 0
     published: threading.Event = field(default_factory=threading.Event)
     error: BaseException | None = None
@@ -52,7 +53,7 @@ class Ticket:
 
 
 class Batcher:
-    """Collect records from request threads and publish them in batches from flusher threads."""
+    """Collect events from request threads and publish them in batches from flusher threads."""
 
     def __init__(
         self,
@@ -93,10 +94,10 @@ class Batcher:
         with self._condition:
             return self._pending_events, self._pending_bytes
 
-    def submit(self, *, topic: str, records: list[Record]) -> Ticket:
-        """Add one request's records to a batch; they are never split across batches."""
-        nbytes = sum(len(record.value) for record in records)
-        count = len(records)
+    def submit(self, *, topic: str, events: list[Event]) -> Ticket:
+        """Add one request's events to a batch; they are never split across batches."""
+        nbytes = sum(len(event.value) for event in events)
+        count = len(events)
         with self._condition:
             if self._closing:
                 raise BatcherClosed("the gateway is shutting down")
@@ -119,7 +120,7 @@ class Batcher:
                 batch = self._open = Batch(batch_id=uuid7())
             first_index = len(batch.records)
             batch.records.extend(
-                [topic, record.event_id, record.key, record.value] for record in records
+                BatchRecord(topic, event.event_id, event.key, event.value) for event in events
             )
             batch.nbytes += nbytes
             self._pending_events += count

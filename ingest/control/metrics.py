@@ -1,7 +1,7 @@
 """Prometheus metrics of the whole gateway, summed from the counters every process flushes.
 
 Server processes share one port, so a scrape reaches any one of them: each process counts in
-memory (ingest.stats), flushes to the stats table every few seconds, and /metrics sums the
+memory (ingest.control.stats), flushes to the stats table every few seconds, and /metrics sums the
 table. Counters lag by the flush interval and never drop (pruning folds old rows into totals).
 """
 
@@ -86,7 +86,7 @@ def count_publish_error() -> None:
 def _sum_by_metric(**filters) -> Counter:
     from django.db.models import Sum
 
-    from .models import EventStat
+    from ..models import EventStat  # see stats.upsert: no models while logging is configured
 
     rows = EventStat.objects.filter(**filters).values("metric").annotate(total=Sum("value"))
     return Counter({row["metric"]: row["total"] for row in rows})

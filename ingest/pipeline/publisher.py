@@ -20,10 +20,10 @@ class MessageReturned(Exception):
 class TaskPublisher:
     """Send one task's messages to one queue and wait for each confirm; not shared by threads.
 
-    Celery's apply_async costs about 1.7 ms of CPU per message here, most of it in the producer
-    pool, re-binding the queue for maybe_declare and a 19-entry header table; this costs less
-    than half of that (bench/publish_cost.py). The messages are ordinary protocol-2 task
-    messages that any Celery worker runs.
+    Celery's apply_async spends most of its CPU per message in the producer pool, re-binding
+    the queue for maybe_declare and a 19-entry header table; this skips them (bench/publish_cost.py,
+    figures in docs/BENCHMARKS.md). The messages are ordinary protocol-2 task messages that any
+    Celery worker runs.
     """
 
     def __init__(

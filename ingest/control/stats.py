@@ -11,6 +11,9 @@ from datetime import UTC, datetime
 from django.conf import settings
 from django.db import close_old_connections, connection, transaction
 
+from ..records import BatchRecord
+from ..state import per_process
+
 logger = logging.getLogger(__name__)
 
 # Upper bounds (ms) of the delivery-latency histogram buckets; the last one catches the rest.
@@ -105,7 +108,9 @@ class StatsRecorder:
 
 def upsert(counts: dict[Key, int]) -> None:
     """Add each count to its row, creating rows as needed (PostgreSQL and SQLite alike)."""
-    from .models import EventStat
+    # Imported here: logging's middleware imports this module while Django configures
+    # logging, before the app registry is ready for models.
+    from ..models import EventStat
 
     table = connection.ops.quote_name(EventStat._meta.db_table)
     sql = (
@@ -127,7 +132,7 @@ def minute_value(minute: int):
 
 def prune(*, older_than_s: float) -> int:
     """Fold rows past the retention into one row per counter at the epoch, so totals never drop."""
-    from .models import EventStat
+    from ..models import EventStat  # see upsert: no models while logging is configured
 
     table = connection.ops.quote_name(EventStat._meta.db_table)
     cutoff = minute_value(int(time.time() - older_than_s) // 60 * 60)
@@ -145,30 +150,26 @@ def prune(*, older_than_s: float) -> int:
         return cursor.rowcount
 
 
-_lock = threading.Lock()
-_recorder: StatsRecorder | None = None
-
-
+@per_process
 def get_recorder() -> StatsRecorder | None:
     """Return this process's recorder, started on first use; None when stats are off."""
-    global _recorder
-    if _recorder is None and settings.INGEST_STATS_ENABLED:
-        with _lock:
-            if _recorder is None:
-                _recorder = StatsRecorder(
-                    interval_s=settings.INGEST_STATS_FLUSH_INTERVAL_S,
-                    retention_s=settings.INGEST_STATS_RETENTION_DAYS * 86_400,
-                )
-                atexit.register(flush_quietly)
-    return _recorder
+    if not settings.INGEST_STATS_ENABLED:
+        return None
+    recorder = StatsRecorder(
+        interval_s=settings.INGEST_STATS_FLUSH_INTERVAL_S,
+        retention_s=settings.INGEST_STATS_RETENTION_DAYS * 86_400,
+    )
+    atexit.register(flush_quietly)
+    return recorder
 
 
 def flush_quietly() -> None:
     """Flush this process's counters at shutdown; a failure is logged, never raised."""
-    if _recorder is None:
+    recorder = get_recorder.current()
+    if recorder is None:
         return
     try:
-        _recorder.flush()
+        recorder.flush()
     except Exception as error:
         logger.warning("flushing stats at shutdown failed: %r", error)
 
@@ -187,11 +188,11 @@ def count_rejected(*, topic: str, source: str, code: str) -> None:
     _add(topic=topic, source=source, values={f"rejected:{code}": 1})
 
 
-def count_delivered(*, records: list, accepted_at: float) -> None:
+def count_delivered(*, records: list[BatchRecord], accepted_at: float) -> None:
     """Count delivered events per topic with their accept-to-Kafka-ack latency."""
     seconds = max(0.0, time.time() - accepted_at)
     latency = latency_metric(seconds)
-    for topic, events in Counter(record[0] for record in records).items():
+    for topic, events in Counter(topic for topic, *_ in records).items():
         values = {"delivered": events, latency: events}
         _add(
             topic=topic,
@@ -200,8 +201,8 @@ def count_delivered(*, records: list, accepted_at: float) -> None:
         )
 
 
-def count_dead_lettered(*, records: list) -> None:
-    for topic, events in Counter(record[0] for record in records).items():
+def count_dead_lettered(*, records: list[BatchRecord]) -> None:
+    for topic, events in Counter(topic for topic, *_ in records).items():
         _add(topic=topic, source="", values={"dead_lettered": events})
 
 
@@ -228,7 +229,7 @@ def overview(*, span_s: int, step_s: int, now: float | None = None) -> dict:
     """Sum the stats of the last `span_s` seconds: points for the chart and totals by topic."""
     from django.db.models import Sum
 
-    from .models import EventStat
+    from ..models import EventStat  # see upsert: no models while logging is configured
 
     now = time.time() if now is None else now
     end = int(now // step_s * step_s) + step_s

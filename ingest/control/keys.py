@@ -1,8 +1,7 @@
-"""Sources and their API keys, checked against an in-process cache; rate limits per source."""
+"""Sources and their API keys, checked against an in-process cache of the source table."""
 
 import hashlib
 import logging
-import math
 import secrets
 import threading
 import time
@@ -11,7 +10,8 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.db import connection, transaction
 
-from .errors import ApiError
+from ..models import Source
+from ..state import per_process
 
 logger = logging.getLogger(__name__)
 
@@ -40,13 +40,12 @@ class SourcesUnavailable(Exception):
     """The source table cannot be read and no usable copy of it is in memory."""
 
 
-class RateLimited(Exception):
-    """A source is over its events/s or bytes/s limit; `retry_after` says when to try again."""
+class Unauthorized(Exception):
+    """The request sent no API key where keys are required, or a key no source has."""
 
-    def __init__(self, message: str, *, retry_after: int):
-        super().__init__(message)
-        self.message = message
-        self.retry_after = retry_after
+
+class TopicForbidden(Exception):
+    """The source may not send to the topic."""
 
 
 def generate_key() -> str:
@@ -161,8 +160,6 @@ class KeyCache:
 
 def load_sources() -> dict[str, SourceInfo]:
     """Read every enabled source, waiting for PostgreSQL no longer than a connection may take."""
-    from .models import Source
-
     with transaction.atomic():
         if connection.vendor == "postgresql":
             with connection.cursor() as cursor:
@@ -182,112 +179,17 @@ def load_sources() -> dict[str, SourceInfo]:
         }
 
 
-class TokenBucket:
-    """Allow `rate` units a second with bursts up to `capacity`; not thread-safe on its own."""
-
-    def __init__(self, *, rate: float, capacity: float):
-        self.rate = rate
-        self.capacity = capacity
-        self.tokens = capacity
-        self.updated = time.monotonic()
-
-    def wait_for(self, amount: float, *, now: float) -> float:
-        """Return the seconds until `amount` tokens are there (0 if they are now)."""
-        elapsed = max(0.0, now - self.updated)
-        self.tokens = min(self.capacity, self.tokens + elapsed * self.rate)
-        self.updated = max(now, self.updated)
-        # A request larger than the whole bucket passes once the bucket is full, leaving a debt.
-        needed = min(amount, self.capacity)
-        return max(0.0, (needed - self.tokens) / self.rate)
-
-    def take(self, amount: float) -> None:
-        self.tokens -= amount
-
-
-class RateLimiter:
-    """Token buckets for events and bytes per source, in this process's memory."""
-
-    def __init__(self, *, burst_s: float):
-        self._burst_s = burst_s
-        self._lock = threading.Lock()
-        self._buckets: dict[tuple[str, str, int], TokenBucket] = {}
-
-    def admit(self, source: SourceInfo, *, declared_bytes: int) -> None:
-        """Before the body is read, raise RateLimited unless one event of that size could pass.
-
-        The declared Content-Length counts up to the byte bucket's capacity, as in check().
-        Nothing is taken: check() takes the exact amounts once the body is parsed.
-        """
-        self._pass(source, events=1, nbytes=declared_bytes, take=False)
-
-    def check(self, source: SourceInfo, *, events: int, nbytes: int) -> None:
-        """Take the request from the source's buckets, or raise RateLimited."""
-        self._pass(source, events=events, nbytes=nbytes, take=True)
-
-    def _pass(self, source: SourceInfo, *, events: int, nbytes: int, take: bool) -> None:
-        limits = [
-            (unit, rate, amount)
-            for unit, rate, amount in (
-                ("events", source.max_events_per_s, events),
-                ("bytes", source.max_bytes_per_s, nbytes),
-            )
-            if rate
-        ]
-        if not limits:
-            return
-        now = time.monotonic()
-        with self._lock:
-            buckets = [self._bucket(source.name, unit, rate) for unit, rate, _ in limits]
-            for bucket, (unit, rate, amount) in zip(buckets, limits, strict=True):
-                wait = bucket.wait_for(amount, now=now)
-                if wait > 0:
-                    raise RateLimited(
-                        f"source {source.name!r} is over its limit of {rate} {unit}/s",
-                        retry_after=max(1, math.ceil(wait)),
-                    )
-            if take:
-                for bucket, (_, _, amount) in zip(buckets, limits, strict=True):
-                    bucket.take(amount)
-
-    def _bucket(self, name: str, unit: str, rate: int) -> TokenBucket:
-        # The rate is part of the key so an edited limit takes effect with the next cache load.
-        key = (name, unit, rate)
-        bucket = self._buckets.get(key)
-        if bucket is None:
-            bucket = self._buckets[key] = TokenBucket(
-                rate=rate, capacity=max(1.0, rate * self._burst_s)
-            )
-        return bucket
-
-
-_lock = threading.Lock()
-_cache: KeyCache | None = None
-_limiter: RateLimiter | None = None
-
-
+@per_process
 def get_cache() -> KeyCache:
-    global _cache
-    if _cache is None:
-        with _lock:
-            if _cache is None:
-                _cache = KeyCache(
-                    ttl_s=settings.INGEST_KEY_CACHE_TTL_S,
-                    load=load_sources,
-                    stale_grace_s=settings.INGEST_KEY_CACHE_STALE_GRACE_S,
-                    retry_s=settings.INGEST_KEY_CACHE_RETRY_S,
-                    # A first load waits for the database no longer than its connect timeout.
-                    cold_wait_s=settings.DATABASE_CONNECT_TIMEOUT_S,
-                )
-    return _cache
-
-
-def get_limiter() -> RateLimiter:
-    global _limiter
-    if _limiter is None:
-        with _lock:
-            if _limiter is None:
-                _limiter = RateLimiter(burst_s=settings.INGEST_RATE_BURST_S)
-    return _limiter
+    """Return this process's key cache, loaded on first lookup."""
+    return KeyCache(
+        ttl_s=settings.INGEST_KEY_CACHE_TTL_S,
+        load=load_sources,
+        stale_grace_s=settings.INGEST_KEY_CACHE_STALE_GRACE_S,
+        retry_s=settings.INGEST_KEY_CACHE_RETRY_S,
+        # A first load waits for the database no longer than its connect timeout.
+        cold_wait_s=settings.DATABASE_CONNECT_TIMEOUT_S,
+    )
 
 
 def presented_key(meta: dict) -> str | None:
@@ -299,26 +201,23 @@ def presented_key(meta: dict) -> str | None:
 
 
 def authenticate(meta: dict) -> SourceInfo:
-    """Return the request's source; a wrong key, or none where keys are required, is a 401.
+    """Return the request's source from its key (ANONYMOUS without one, if keys are optional).
 
-    Raises SourcesUnavailable when the source table cannot be read (answered 503).
+    Raises Unauthorized for a wrong key, or none where keys are required; SourcesUnavailable
+    when the source table cannot be read.
     """
     key = presented_key(meta)
     if key is None:
         if settings.INGEST_REQUIRE_API_KEYS:
-            raise ApiError(
-                401, "unauthorized", "send an API key as 'Authorization: Bearer <key>' or X-Api-Key"
-            )
+            raise Unauthorized("send an API key as 'Authorization: Bearer <key>' or X-Api-Key")
         return ANONYMOUS
     source = get_cache().lookup(hash_key(key))
     if source is None:
-        raise ApiError(401, "unauthorized", "the API key is not valid")
+        raise Unauthorized("the API key is not valid")
     return source
 
 
 def authorize_topic(source: SourceInfo, topic: str) -> None:
     """Refuse a topic outside the source's allowed topics (every topic for "*")."""
     if not source.every_topic and topic not in source.topics:
-        raise ApiError(
-            403, "forbidden_topic", f"source {source.name!r} may not send to topic {topic!r}"
-        )
+        raise TopicForbidden(f"source {source.name!r} may not send to topic {topic!r}")

@@ -1,4 +1,4 @@
-"""HTTP interface of the ingest API; the work happens in services."""
+"""HTTP interface of the ingest API: thin views over the pipeline and the control plane."""
 
 import functools
 
@@ -6,15 +6,17 @@ from django.conf import settings
 from django.http import HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from . import keys, metrics, openapi, parsing, readiness, receipts, runtime, services, stats
-from .errors import ApiError, json_response, unavailable
-from .health import process_report
+from ..control import keys, metrics, readiness, receipts, stats
+from ..control.health import process_report
+from ..pipeline import accept, runtime
+from . import openapi, parsing
+from .errors import DOMAIN_ERRORS, ApiError, api_error, json_response
 
 ACK_HEADER = "HTTP_X_INGEST_ACK"
 
 
 def api_view(*methods: str):
-    """Allow only `methods`, skip CSRF, and turn ApiError into its JSON answer."""
+    """Allow only `methods`, skip CSRF, and answer ApiError and domain errors (edge.errors)."""
 
     def decorate(view):
         @csrf_exempt
@@ -30,7 +32,7 @@ def api_view(*methods: str):
                     return response
                 return view(request, *args, **kwargs)
             except (ApiError, *DOMAIN_ERRORS) as raised:
-                error = as_api_error(raised)
+                error = api_error(raised)
                 topic = getattr(request, "ingest_topic", None)
                 if topic is not None:  # only the ingest endpoints count their rejections
                     source = getattr(request, "ingest_source", "")
@@ -40,20 +42,6 @@ def api_view(*methods: str):
         return wrapper
 
     return decorate
-
-
-DOMAIN_ERRORS = (keys.SourcesUnavailable, keys.RateLimited, receipts.ReceiptNotFound)
-
-
-def as_api_error(error: Exception) -> ApiError:
-    """Map an error of the services to the answer the API gives for it."""
-    if isinstance(error, keys.SourcesUnavailable):
-        return unavailable(str(error), retry_after=settings.INGEST_RETRY_AFTER_S)
-    if isinstance(error, keys.RateLimited):
-        return ApiError(429, "rate_limited", error.message, retry_after=error.retry_after)
-    if isinstance(error, receipts.ReceiptNotFound):
-        return ApiError(404, "not_found", "no such receipt")
-    return error
 
 
 def declared_length(request) -> int | None:
@@ -100,22 +88,22 @@ def post_events(request, topic: str):
     )
     keys.authorize_topic(source, topic)
     request.ingest_topic = topic
-    ack = services.parse_ack_level(request.GET.get("ack") or request.META.get(ACK_HEADER))
+    ack = accept.parse_ack_level(request.GET.get("ack") or request.META.get(ACK_HEADER))
     parsing.check_content_type(request.META.get("CONTENT_TYPE", ""))
     declared = declared_length(request)
-    services.admit_request(source=source, declared_bytes=declared or 0)
+    accept.admit_request(source=source, declared_bytes=declared or 0)
     body = parsing.decode_body(
         read_body(request, declared),
         content_encoding=request.META.get("HTTP_CONTENT_ENCODING", ""),
         max_decompressed_bytes=settings.INGEST_MAX_DECOMPRESSED_BYTES,
     )
-    records = parsing.parse_records(
+    events = parsing.parse_events(
         body,
         max_events=settings.INGEST_MAX_EVENTS_PER_REQUEST,
         max_id_length=settings.INGEST_MAX_ID_LENGTH,
         max_record_bytes=settings.KAFKA_MAX_REQUEST_SIZE,
     )
-    acceptance = services.accept_events(source=source, topic=topic, records=records, ack=ack)
+    acceptance = accept.accept_events(source=source, topic=topic, events=events, ack=ack)
     return json_response(acceptance.as_json(), status=202)
 
 
@@ -130,13 +118,13 @@ def show(request):
     event = {
         name: values[0] if len(values) == 1 else values for name, values in request.GET.lists()
     }
-    ack = services.parse_ack_level(request.META.get(ACK_HEADER))
-    records = parsing.records_from_objects(
+    ack = accept.parse_ack_level(request.META.get(ACK_HEADER))
+    events = parsing.events_from_objects(
         [event],
         max_id_length=settings.INGEST_MAX_ID_LENGTH,
         max_record_bytes=settings.KAFKA_MAX_REQUEST_SIZE,
     )
-    acceptance = services.accept_events(source=source, topic=topic, records=records, ack=ack)
+    acceptance = accept.accept_events(source=source, topic=topic, events=events, ack=ack)
     return json_response(acceptance.as_json(), status=202)
 
 
@@ -150,7 +138,7 @@ def authenticate(request) -> keys.SourceInfo:
 def receipt(request, receipt_id: str):
     """Say whether the events behind a receipt reached Kafka; only to the source that sent them."""
     source = authenticate(request)
-    return json_response(services.receipt_status(receipt_id=receipt_id, source=source))
+    return json_response(receipts.receipt_status(receipt_id=receipt_id, source=source))
 
 
 @api_view("GET")
@@ -162,7 +150,7 @@ def healthz(request):
 @api_view("GET")
 def readyz(request):
     """Answer 200 when the database, the broker and Kafka answer and the backlog is bounded."""
-    report = readiness.get_probe().report()
+    report = readiness.get_probe().report(backlog=runtime.get_gateway().backlog)
     return json_response(report, status=503 if report["failed"] else 200)
 
 

@@ -10,9 +10,14 @@ to read another slice of the batch.
 import hashlib
 import hmac
 import re
+import time
 from dataclasses import dataclass
 
 from django.conf import settings
+
+from ..ids import uuid7_unix_seconds
+from ..models import DeliveryOutcome
+from .keys import SourceInfo
 
 SIGNATURE_HEX_DIGITS = 16
 # A UUIDv7 as ingest/ids.py writes it, two canonical decimals of at most 6 digits (count >= 1)
@@ -120,3 +125,18 @@ def describe(events: list[Delivered | DeadLettered]) -> dict:
         reasons = dict.fromkeys(event.reason for event in events)  # distinct, in order
         return {"status": status, "reason": "; ".join(reasons)}
     return {"status": status, "events": [event.as_json() for event in events]}
+
+
+def receipt_status(*, receipt_id: str, source: SourceInfo) -> dict:
+    """Say what became of the events behind a receipt the asking source was given.
+
+    Raises ReceiptNotFound for a malformed id or one signed for another source.
+    """
+    receipt = parse(receipt_id, source=source.name)
+    outcome = DeliveryOutcome.objects.filter(batch_id=receipt.batch_id).first()
+    if outcome is None:
+        age = time.time() - uuid7_unix_seconds(receipt.batch_id)
+        recent = age < settings.INGEST_RECEIPT_RETENTION_S
+        return {"receipt": receipt_id, "status": "pending" if recent else "unknown"}
+    events = event_outcomes(outcome, receipt=receipt)
+    return {"receipt": receipt_id, **describe(events), "attempts": outcome.attempts}

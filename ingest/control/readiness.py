@@ -1,12 +1,33 @@
-"""Readiness: can this gateway take events now? Bounded in time, cached for a moment."""
+"""Readiness: can this gateway take events now? Bounded in time, cached for a moment.
+
+The database and Kafka are asked; the broker is not: the runtime's backlog monitor already
+reads its queue depth every INGEST_BACKLOG_CHECK_INTERVAL_S, and the probe reports that reading.
+"""
 
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Protocol
 
 from django.conf import settings
 from django.db import connection
+
+from ..state import per_process
+
+# The order checks appear in a report and its "failed" list.
+REPORT_ORDER = ("database", "broker", "kafka", "backlog")
+
+
+class BacklogState(Protocol):
+    """What the runtime's backlog monitor knows of the broker (pipeline.runtime.BacklogMonitor)."""
+
+    depth: int | None
+    error: str | None
+    first_read: threading.Event
+    high_water: int
+
+    def backlogged(self) -> bool: ...
 
 
 def check_database() -> dict:
@@ -19,12 +40,6 @@ def check_database() -> dict:
         connection.close()
         raise
     return {}
-
-
-def check_broker() -> dict:
-    from .tasks import queue_depth
-
-    return {"depth": queue_depth()}
 
 
 def check_kafka() -> dict:
@@ -45,24 +60,24 @@ def check_kafka() -> dict:
         consumer.close()
 
 
-CHECKS = {"database": check_database, "broker": check_broker, "kafka": check_kafka}
+CHECKS = {"database": check_database, "kafka": check_kafka}
 
 
 class ReadinessProbe:
     """Run every check at most once at a time, each in its own thread, answering within a bound."""
 
-    def __init__(self, *, checks: dict, timeout_s: float, cache_s: float, high_water: int):
+    def __init__(self, *, checks: dict, timeout_s: float, cache_s: float):
         self._checks = checks
         self._timeout_s = timeout_s
         self._cache_s = cache_s
-        self._high_water = high_water
         self._executor = ThreadPoolExecutor(len(checks), thread_name_prefix="ingest-readyz")
         self._lock = threading.Lock()
         self._running: dict = {}
         self._report: dict | None = None
         self._reported_at = 0.0
 
-    def report(self) -> dict:
+    def report(self, *, backlog: BacklogState) -> dict:
+        """Say which checks fail; the broker's and the backlog's come from `backlog`."""
         with self._lock:
             if self._report is not None and time.monotonic() - self._reported_at < self._cache_s:
                 return self._report
@@ -83,12 +98,11 @@ class ReadinessProbe:
             except Exception as error:
                 checks[name] = {"ok": False, "error": f"{type(error).__name__}: {error}"}
             checks[name]["ms"] = round((time.monotonic() - started) * 1000, 1)
-        depth = checks.get("broker", {}).get("depth")
-        checks["backlog"] = {
-            "ok": depth is not None and depth <= self._high_water,
-            "depth": depth,
-            "high_water": self._high_water,
-        }
+        # A monitor started by this very probe gets what is left of the bound for its first read.
+        backlog.first_read.wait(max(0.0, deadline - time.monotonic()))
+        checks.update(backlog_checks(backlog))
+        ordered = {name: checks[name] for name in REPORT_ORDER if name in checks}
+        checks = {**ordered, **checks}
         failed = [name for name, result in checks.items() if not result["ok"]]
         report = {"status": "unavailable" if failed else "ready", "failed": failed}
         report["checks"] = checks
@@ -97,19 +111,30 @@ class ReadinessProbe:
         return report
 
 
-_lock = threading.Lock()
-_probe: ReadinessProbe | None = None
+def backlog_checks(backlog: BacklogState) -> dict:
+    """Report the monitor's last reading as the broker and backlog checks."""
+    error, depth = backlog.error, backlog.depth
+    if error is not None:
+        broker, depth = {"ok": False, "error": error}, None
+    elif depth is None:
+        broker = {"ok": False, "error": "the queue depth was not read yet"}
+    else:
+        broker = {"ok": True, "depth": depth}
+    return {
+        "broker": broker,
+        "backlog": {
+            "ok": depth is not None and not backlog.backlogged(),
+            "depth": depth,
+            "high_water": backlog.high_water,
+        },
+    }
 
 
+@per_process
 def get_probe() -> ReadinessProbe:
-    global _probe
-    if _probe is None:
-        with _lock:
-            if _probe is None:
-                _probe = ReadinessProbe(
-                    checks=CHECKS,
-                    timeout_s=settings.INGEST_READYZ_TIMEOUT_S,
-                    cache_s=settings.INGEST_READYZ_CACHE_S,
-                    high_water=settings.INGEST_BACKLOG_HIGH_WATER,
-                )
-    return _probe
+    """Return this process's readiness probe."""
+    return ReadinessProbe(
+        checks=CHECKS,
+        timeout_s=settings.INGEST_READYZ_TIMEOUT_S,
+        cache_s=settings.INGEST_READYZ_CACHE_S,
+    )

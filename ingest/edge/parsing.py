@@ -1,4 +1,6 @@
-"""Turn a request body into validated Kafka records, or say exactly what is wrong with it.
+"""Turn a request body into validated events, or say exactly what is wrong with it.
+
+This is the edge: what is wrong with a request's body is answered here, as ApiError.
 
 An event is accepted only if it can be delivered exactly as sent: its bytes become the record
 value unchanged, so they must be strict RFC 8259 JSON (UTF-8, no lone surrogates, no NaN or
@@ -7,17 +9,17 @@ C; memory and work stay bounded by the event limit before any event is decoded.
 """
 
 import json
-import math
 import re
 import zlib
-from dataclasses import dataclass
 from functools import lru_cache
 from json.scanner import make_scanner
 
 import msgspec
 
+from ..ids import uuid7
+from ..records import Event
 from .errors import ApiError, bad_request
-from .ids import uuid7
+from .rejections import rejection
 
 ACCEPTED_CONTENT_TYPES = ("application/json", "text/plain", "")
 GZIP_WINDOW_BITS = 16 + zlib.MAX_WBITS
@@ -39,15 +41,6 @@ _RAW_EVENTS = msgspec.json.Decoder(list[msgspec.Raw])
 _EVENT = msgspec.json.Decoder()
 # Only finds where each element of an oversized array ends; msgspec validates each one after.
 _SCAN_ELEMENT = make_scanner(json.JSONDecoder())
-
-
-@dataclass(frozen=True, slots=True)
-class Record:
-    """One event as it will be written to Kafka."""
-
-    event_id: str
-    key: str | None
-    value: str
 
 
 def check_content_type(content_type: str) -> None:
@@ -107,10 +100,10 @@ def body_too_large(message: str) -> ApiError:
     return ApiError(413, "body_too_large", message)
 
 
-def parse_records(
+def parse_events(
     body: bytes, *, max_events: int, max_id_length: int, max_record_bytes: int
-) -> list[Record]:
-    """Validate a body (an object, an array, or {"events": [...]}) and return its records.
+) -> list[Event]:
+    """Validate a body (an object, an array, or {"events": [...]}) and return its events.
 
     One bad event rejects the whole request: nothing of it is accepted.
     """
@@ -118,7 +111,7 @@ def parse_records(
     if not events:
         raise bad_request("the batch holds no events", code="invalid_body")
     return [
-        _record(
+        _event(
             index,
             raw,
             max_id_length=max_id_length,
@@ -137,7 +130,7 @@ def split_events(body: bytes, *, max_events: int) -> list[bytes]:
         except msgspec.ValidationError:
             return [document]  # any object but {"events": ...} is one event
         except (msgspec.DecodeError, RecursionError) as error:
-            raise _rejection(document, error) from error
+            raise rejection(document, error) from error
         if not events.startswith(b"["):
             raise bad_request('"events" must be an array of objects', code="invalid_body")
         document = events
@@ -150,7 +143,7 @@ def split_events(body: bytes, *, max_events: int) -> list[bytes]:
         try:
             return [bytes(raw) for raw in _RAW_EVENTS.decode(document)]
         except (msgspec.DecodeError, RecursionError) as error:
-            raise _rejection(document, error) from error
+            raise rejection(document, error) from error
     return _scan_elements(document, max_events=max_events)
 
 
@@ -195,13 +188,13 @@ def too_many_events(message: str, max_events: int) -> ApiError:
     return ApiError(413, "too_many_events", f"{message}; the limit is {max_events}")
 
 
-def _record(index: int, raw: bytes, *, max_id_length: int, max_record_bytes: int) -> Record:
+def _event(index: int, raw: bytes, *, max_id_length: int, max_record_bytes: int) -> Event:
     if len(raw) + RECORD_OVERHEAD_BYTES > max_record_bytes:
         raise event_too_large(index, len(raw), max_record_bytes)
     try:
         event = _EVENT.decode(raw)
     except (msgspec.DecodeError, RecursionError) as error:
-        raise _rejection(raw, error, index=index) from error
+        raise rejection(raw, error, index=index) from error
     if not isinstance(event, dict):
         raise bad_request(f"event {index} is not a JSON object")
     event_id = event.get("id")
@@ -218,23 +211,23 @@ def _record(index: int, raw: bytes, *, max_id_length: int, max_record_bytes: int
     if size + RECORD_OVERHEAD_BYTES > max_record_bytes:
         raise event_too_large(index, size, max_record_bytes)
     # msgspec accepted the bytes, so they are UTF-8 and decode without a check.
-    return Record(event_id, key, raw.decode())
+    return Event(event_id, key, raw.decode())
 
 
-def records_from_objects(
-    events: list[dict], *, max_id_length: int, max_record_bytes: int
-) -> list[Record]:
-    """Return records for events built in the gateway (query parameters), encoded strictly."""
-    records = []
-    for index, event in enumerate(events):
+def events_from_objects(
+    objects: list[dict], *, max_id_length: int, max_record_bytes: int
+) -> list[Event]:
+    """Return events for objects built in the gateway (query parameters), encoded strictly."""
+    events = []
+    for index, event in enumerate(objects):
         try:
             raw = msgspec.json.encode(event)
         except (msgspec.EncodeError, UnicodeEncodeError) as error:
             raise bad_request(f"event {index} cannot be encoded as JSON: {error}") from error
-        records.append(
-            _record(index, raw, max_id_length=max_id_length, max_record_bytes=max_record_bytes)
+        events.append(
+            _event(index, raw, max_id_length=max_id_length, max_record_bytes=max_record_bytes)
         )
-    return records
+    return events
 
 
 def event_too_large(index: int, size: int, max_record_bytes: int) -> ApiError:
@@ -246,68 +239,11 @@ def event_too_large(index: int, size: int, max_record_bytes: int) -> ApiError:
     )
 
 
-def _rejection(document: bytes, error: Exception, *, index: int | None = None) -> ApiError:
-    """Name the event and field that make a body lenient-only JSON, or call it malformed.
-
-    `index` is the event's when `document` is one event; otherwise a top-level array's
-    elements are events, and a top-level object is event 0.
-    """
-    problem = None
-    try:
-        lenient = json.loads(document)
-        if index is None and isinstance(lenient, dict) and set(lenient) == {"events"}:
-            lenient = lenient["events"]
-        if isinstance(lenient, list) and index is None:
-            for position, event in enumerate(lenient):
-                if problem := _find_unencodable(event, path=""):
-                    index = position
-                    break
-        else:
-            problem = _find_unencodable(lenient, path="")
-    except (ValueError, RecursionError):
-        pass  # not JSON even to a lenient parser
-    if problem is None:
-        reason = "nested too deeply" if isinstance(error, RecursionError) else error
-        return bad_request(f"body is not valid JSON: {reason}", code="invalid_json")
-    return bad_request(
-        f"event {index or 0}: {problem}; events must be strict UTF-8 JSON (RFC 8259)"
-    )
-
-
 def _decode_strictly(document: bytes) -> object:
     try:
         return _EVENT.decode(document)
     except (msgspec.DecodeError, RecursionError) as error:
         raise bad_request(f"body is not valid JSON: {error}", code="invalid_json") from error
-
-
-def _find_unencodable(value, *, path: str) -> str | None:
-    label = f'"{path}"' if path else "the event"
-    if isinstance(value, str):
-        return _surrogate_problem(value, label)
-    if isinstance(value, float) and not math.isfinite(value):
-        return f"{label} is {value!r}, not a finite JSON number"
-    items = ()
-    if isinstance(value, dict):
-        items = ((f"{path}.{name}" if path else name, item) for name, item in value.items())
-        for name in value:
-            if problem := _surrogate_problem(name, f"the member name {name!r}"):
-                return problem
-    elif isinstance(value, list):
-        items = ((f"{path}[{position}]", item) for position, item in enumerate(value))
-    for member, item in items:
-        if problem := _find_unencodable(item, path=member):
-            return problem
-    return None
-
-
-def _surrogate_problem(text: str, label: str) -> str | None:
-    try:
-        text.encode()
-    except UnicodeEncodeError as error:
-        code_point = ord(text[error.start])
-        return f"{label} holds a lone UTF-16 surrogate (\\u{code_point:04x})"
-    return None
 
 
 @lru_cache(maxsize=64)

@@ -1,0 +1,1 @@
+"""The web side from accept to broker: the batcher, broker publishing, the per-process runtime."""
