@@ -83,7 +83,8 @@ MIDDLEWARE = [
 ]
 
 # The event endpoints skip the middleware above and Django's per-request signals: they need
-# no session, CSRF check or user, and the admin's chain costs a third of their CPU in Django.
+# no session, CSRF check or user, and the admin's chain is a large share of their CPU in Django
+# (docs/BENCHMARKS.md).
 INGEST_FAST_PATH = env_bool("INGEST_FAST_PATH", True)
 INGEST_FAST_PATHS = ("/api/v1/events/", "/api/v1/show/") if INGEST_FAST_PATH else ()
 INGEST_FAST_PATH_MIDDLEWARE = ["ingest.control.logging.RequestContextMiddleware"]
@@ -232,8 +233,9 @@ CELERY_WORKER_ENABLE_PREFETCH_COUNT_REDUCTION = False
 CELERY_WORKER_CONCURRENCY = env_int("CELERY_WORKER_CONCURRENCY", 16)
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # Celery's Django fixup closes every database connection before and after each task unless
-# this is set: a new PostgreSQL connection (a forked backend) per batch was 15% of a worker's
-# GIL samples. The task itself drops broken or old connections (CONN_MAX_AGE).
+# this is set, and a new PostgreSQL connection (a forked backend) per batch cost the worker dearly
+# (docs/BENCHMARKS.md, "Third round of changes"). The task itself drops broken or old
+# connections (CONN_MAX_AGE).
 CELERY_DB_REUSE_MAX = env_int("CELERY_DB_REUSE_MAX", 1_000_000)
 
 # --- Ingest ---
@@ -244,7 +246,7 @@ INGEST_MAX_ID_LENGTH = env_int("INGEST_MAX_ID_LENGTH", 128)
 INGEST_BATCH_MAX_EVENTS = env_int("INGEST_BATCH_MAX_EVENTS", 2_000)
 INGEST_BATCH_MAX_BYTES = env_int("INGEST_BATCH_MAX_BYTES", 1_048_576)
 # An idle gateway publishes at once; a busy one at most one batch per window, so an event waits
-# up to this long. Each batch costs a worker about 10 ms of CPU whatever its size, so a longer
+# up to this long. Each batch costs a worker about the same CPU whatever its size, so a longer
 # window means fewer, larger batches under load (docs/BENCHMARKS.md, "Defaults").
 INGEST_BATCH_MAX_WAIT_MS = env_float("INGEST_BATCH_MAX_WAIT_MS", 50.0)
 INGEST_FLUSHERS = env_int("INGEST_FLUSHERS", 2)
