@@ -59,6 +59,9 @@ def event_environ(n: int) -> dict:
 def measure(requests: int) -> float:
     """Return microseconds of this thread's CPU per request (runs in a child process)."""
     sys.path.insert(0, str(ROOT))
+    import django
+
+    django.setup()  # the runtime reads ingest.models, which needs the app registry
     from ingest.pipeline import runtime
     from ingest.pipeline.batcher import Batcher
     from ingestsite.wsgi import application

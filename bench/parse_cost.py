@@ -18,6 +18,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "ingestsite.settings")
 
+import django  # noqa: E402
+
+django.setup()  # the edge's error map imports the control plane, which reads ingest.models
+
 from ingest.edge import parsing  # noqa: E402
 
 EVENT = {

@@ -19,3 +19,8 @@ class BatchRecord(NamedTuple):
     event_id: str
     key: str | None
     value: str
+
+
+def batch_kwargsrepr(*, batch_id: str, count: int) -> str:
+    """Describe a batch task's arguments for Celery's headers and logs: its size, no contents."""
+    return f"{{'batch_id': {batch_id!r}, 'records': <{count} records>}}"

@@ -16,7 +16,7 @@ from django.conf import settings
 from django.db import close_old_connections
 
 from ingest.control import health, stats
-from ingest.records import BatchRecord
+from ingest.records import BatchRecord, batch_kwargsrepr
 
 from . import service
 from .producers import close_producer
@@ -132,18 +132,13 @@ def _resend(
             kwargs=kwargs,
             countdown=countdown,
             throw=False,
-            kwargsrepr=_kwargsrepr(batch_id=kwargs["batch_id"], count=len(kwargs["records"])),
+            kwargsrepr=batch_kwargsrepr(batch_id=kwargs["batch_id"], count=len(kwargs["records"])),
         )
     except Reject as error:
         # Celery rejects without requeueing when the new message cannot be published, which
         # would drop the batch. This is the one requeue left: of the message as it came, so
         # records acknowledged in this run may be produced again.
         raise Reject(f"re-send failed: {error.reason!r}; requeued", requeue=True) from error
-
-
-def _kwargsrepr(*, batch_id: str, count: int) -> str:
-    # Only the size, not the batch: the headers and the workers' logs carry no event contents.
-    return f"{{'batch_id': {batch_id!r}, 'records': <{count} records>}}"
 
 
 @worker_shutting_down.connect

@@ -13,7 +13,7 @@ from celery_app import app
 
 from ..control import metrics
 from ..ids import uuid7
-from ..records import BatchRecord
+from ..records import BatchRecord, batch_kwargsrepr
 from .batcher import Batch
 from .publisher import TaskPublisher
 
@@ -78,13 +78,8 @@ def _publish_with(publisher: TaskPublisher, *, batch_id: str, records: list[Batc
     publisher.publish(
         task_id=batch_id,
         kwargs={"batch_id": batch_id, "records": records, "accepted_at": time.time()},
-        kwargsrepr=_kwargsrepr(batch_id=batch_id, count=len(records)),
+        kwargsrepr=batch_kwargsrepr(batch_id=batch_id, count=len(records)),
     )
-
-
-def _kwargsrepr(*, batch_id: str, count: int) -> str:
-    # Only the size, not the batch: the headers and the workers' logs carry no event contents.
-    return f"{{'batch_id': {batch_id!r}, 'records': <{count} records>}}"
 
 
 def queue_depth() -> int:
