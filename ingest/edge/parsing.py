@@ -25,6 +25,8 @@ ACCEPTED_CONTENT_TYPES = ("application/json", "text/plain", "")
 GZIP_WINDOW_BITS = 16 + zlib.MAX_WBITS
 GZIP_MAGIC = b"\x1f\x8b"
 JSON_WHITESPACE = b" \t\r\n"
+# How much of an oversized array is decoded first to find out whether it holds too many events.
+SCAN_PREFIX_BYTES = 262_144
 # What a record adds to its value, key and id in a produce request (record and batch headers,
 # the event-id header name); an event must leave this much room under KAFKA_MAX_REQUEST_SIZE.
 RECORD_OVERHEAD_BYTES = 512
@@ -88,7 +90,8 @@ def gunzip(body: bytes, *, max_bytes: int) -> bytes:
         members.append(member)
         remaining = decompressor.unused_data
         if not remaining:
-            return b"".join(members)
+            # One member (the usual body) is returned as it is: a join would copy it.
+            return members[0] if len(members) == 1 else b"".join(members)
         if not remaining.startswith(GZIP_MAGIC):
             raise bad_request(
                 f"{len(remaining)} bytes after the last gzip member are not gzip",
@@ -149,6 +152,12 @@ def split_events(body: bytes, *, max_events: int) -> list[bytes]:
 
 def _scan_elements(document: bytes, *, max_events: int) -> list[bytes]:
     """Cut a large array into its elements, stopping as soon as there are too many."""
+    # An array of many tiny elements (a small gzip body can expand into one) is refused from its
+    # first bytes, before the whole body is decoded to text.
+    if len(document) > SCAN_PREFIX_BYTES:
+        prefix = _decoded_prefix(document, SCAN_PREFIX_BYTES)
+        if prefix is not None and _shows_more_elements_than(prefix, max_events):
+            raise too_many_events(f"more than {max_events} events in one request", max_events)
     try:
         text = document.decode()
     except UnicodeDecodeError as error:
@@ -176,6 +185,32 @@ def _scan_elements(document: bytes, *, max_events: int) -> list[bytes]:
                 f"body is not valid JSON near character {position}", code="invalid_json"
             )
         position = _skip_whitespace(text, position + 1)
+
+
+def _decoded_prefix(document: bytes, size: int) -> str | None:
+    """Return about `size` bytes of the body as text, cut at a character boundary."""
+    cut = size
+    while cut > 0 and document[cut] & 0xC0 == 0x80:  # a UTF-8 continuation byte
+        cut -= 1
+    try:
+        return document[:cut].decode()
+    except UnicodeDecodeError:
+        return None  # the whole body's decoding says where
+
+
+def _shows_more_elements_than(text: str, limit: int) -> bool:
+    """Say whether the start of an array's text already holds more than `limit` elements."""
+    position = _skip_whitespace(text, 1)
+    for _ in range(limit + 1):
+        try:
+            _, end = _SCAN_ELEMENT(text, position)
+        except (StopIteration, ValueError, RecursionError):
+            return False  # the prefix ends (or the JSON breaks) first
+        position = _skip_whitespace(text, end)
+        if text[position : position + 1] != ",":
+            return False
+        position = _skip_whitespace(text, position + 1)
+    return True
 
 
 def _skip_whitespace(text: str, position: int) -> int:
