@@ -11,6 +11,8 @@ import time
 from collections import Counter
 from datetime import UTC, datetime
 
+from django.db.models import Sum
+
 from . import stats
 
 BATCH_EVENTS_BUCKETS = (1, 5, 10, 50, 100, 500, 1_000, 2_000, 5_000)
@@ -84,8 +86,6 @@ def count_publish_error() -> None:
 
 
 def _sum_by_metric(**filters) -> Counter:
-    from django.db.models import Sum
-
     from ..models import EventStat  # see stats.upsert: no models while logging is configured
 
     rows = EventStat.objects.filter(**filters).values("metric").annotate(total=Sum("value"))

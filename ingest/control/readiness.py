@@ -12,6 +12,7 @@ from typing import Protocol
 
 from django.conf import settings
 from django.db import connection
+from kafka import KafkaConsumer
 
 from ..state import per_process
 
@@ -43,8 +44,6 @@ def check_database() -> dict:
 
 
 def check_kafka() -> dict:
-    from kafka import KafkaConsumer
-
     timeout_ms = int(settings.INGEST_READYZ_TIMEOUT_S * 1000)
     consumer = KafkaConsumer(
         bootstrap_servers=settings.KAFKA_BOOTSTRAP_SERVERS,

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 
 from django.conf import settings
 from django.db import close_old_connections, connection, transaction
+from django.db.models import Sum
 
 from ..records import BatchRecord
 from ..state import per_process
@@ -227,8 +228,6 @@ def _series_metric(metric: str) -> str:
 
 def overview(*, span_s: int, step_s: int, now: float | None = None) -> dict:
     """Sum the stats of the last `span_s` seconds: points for the chart and totals by topic."""
-    from django.db.models import Sum
-
     from ..models import EventStat  # see upsert: no models while logging is configured
 
     now = time.time() if now is None else now
