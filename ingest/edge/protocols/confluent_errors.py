@@ -5,6 +5,7 @@ import json
 from django.http import HttpResponse
 
 from ..errors import ApiError
+from .base import with_retry_after
 
 V2_CONTENT_TYPE = "application/vnd.kafka.v2+json"
 V3_CONTENT_TYPE = "application/json"
@@ -61,10 +62,9 @@ def render_v3_error(error: ApiError) -> HttpResponse:
 
 def error_response(error: ApiError, *, error_code: int, content_type: str) -> HttpResponse:
     body = {"error_code": error_code, "message": error.message}
-    response = json_answer(body, status=error.status, content_type=content_type)
-    if error.retry_after is not None:
-        response["Retry-After"] = str(error.retry_after)
-    return response
+    return with_retry_after(
+        json_answer(body, status=error.status, content_type=content_type), error
+    )
 
 
 def json_answer(body: dict | list, *, status: int = 200, content_type: str) -> HttpResponse:
