@@ -257,9 +257,7 @@ def test_a_topic_the_source_may_not_write_is_40301(client, gateway, fresh_keys):
 @pytest.mark.django_db
 def test_a_source_over_its_rate_limit_is_429_with_retry_after(client, delivered, fresh_keys):
     _, key = make_source(max_events_per_s=1)
-    statuses = [
-        post(client, {"records": [{"value": 1}]}, HTTP_X_API_KEY=key) for _ in range(4)
-    ]
+    statuses = [post(client, {"records": [{"value": 1}]}, HTTP_X_API_KEY=key) for _ in range(4)]
     refused = [response for response in statuses if response.status_code == 429]
     assert refused, [response.status_code for response in statuses]
     assert_v2_error(refused[0], 429, 429)
