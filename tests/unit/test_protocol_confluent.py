@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from ingest.control import stats
 from ingest.edge import openapi
 from ingest.models import DeliveryOutcome
 from tests.unit.sources import make_source
@@ -314,6 +315,16 @@ def test_v3_concatenated_records_get_a_report_each_in_order(client, delivered, p
     assert "type must be one of BINARY, JSON, STRING" in refused["message"]
     assert (third["error_code"], third["offset"]) == (200, 41)
     assert [record.value for record in publisher.records] == ['"a"', '"c"']
+
+
+def test_v3_refused_records_of_a_stream_count_as_rejected(client, delivered, monkeypatch):
+    counted = []
+    monkeypatch.setattr(stats, "count_rejected", lambda **labels: counted.append(labels))
+    body = b'{"value": {"type": "AVRO", "data": 1}} {"value": {"type": "JSON", "data": 2}}'
+    assert [report["error_code"] for report in reports(post_chunked(client, body))] == [400, 200]
+    assert counted == [
+        {"topic": "clicks", "source": "", "protocol": "confluent", "code": "invalid_record"}
+    ]
 
 
 def test_v3_dead_lettered_and_pending_records_are_reported(client, delivered, gateway):

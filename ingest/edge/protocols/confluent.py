@@ -9,7 +9,7 @@ from dataclasses import replace
 from django.conf import settings
 from django.urls import path
 
-from ...control import keys
+from ...control import keys, stats
 from ...pipeline import accept
 from .. import bodies, parsing
 from . import confluent_reports as reports
@@ -24,7 +24,7 @@ from .confluent_errors import (
     render_v3_error,
 )
 from .confluent_openapi import PATHS
-from .confluent_records import parse_v2, parse_v3_record, split_v3_stream, v2_format
+from .confluent_records import V3Record, parse_v2, parse_v3_record, split_v3_stream, v2_format
 
 # The topic is always the path's; there is no default to fall back on.
 PROTOCOL = Protocol(
@@ -68,6 +68,7 @@ def produce_v3(request, cluster_id: str, topic: str):
     ]
     if not streaming and len(records) == 1 and records[0].refusal is not None:
         raise records[0].refusal  # one plain record is answered with its own status
+    _count_refusals(records, topic=topic, source=source)
     events = [record.event for record in records if record.refusal is None]
     acceptance = None
     if events:
@@ -78,6 +79,15 @@ def produce_v3(request, cluster_id: str, topic: str):
         records, acceptance, cluster_id=settings.KAFKA_CLUSTER_ID, topic=topic
     )
     return bytes_answer(reports.concatenated(answer), content_type=V3_CONTENT_TYPE)
+
+
+def _count_refusals(records: list[V3Record], *, topic: str, source: keys.SourceInfo) -> None:
+    # A stream's refused records are answered in its reports, not by the error decorator.
+    for record in records:
+        if record.refusal is not None:
+            stats.count_rejected(
+                topic=topic, source=source.name, protocol=PROTOCOL.name, code=record.refusal.code
+            )
 
 
 @protocol_view(V3, "GET")
