@@ -427,3 +427,24 @@ def test_openapi_describes_every_endpoint():
         "/v3/clusters/{cluster_id}/topics/{topic}/records",
     ):
         assert path in paths
+
+
+@pytest.mark.parametrize(
+    "url, content_type, settings_changes, status",
+    [
+        (V2_URL, JSON_V2, {"INGEST_REQUIRE_API_KEYS": True}, 401),
+        (V2_URL, JSON_V2, {"KAFKA_TOPIC_ALLOWLIST": ["views"]}, 404),
+        (V2_URL, "application/json", {}, 415),
+        (V3_URL, "text/plain", {}, 415),
+        ("/v3/clusters/other/topics/clicks/records", "application/json", {}, 404),
+    ],
+)
+def test_requests_refused_by_their_headers_never_read_the_body(
+    client, gateway, settings, unreadable_body, url, content_type, settings_changes, status
+):
+    for name, value in settings_changes.items():
+        setattr(settings, name, value)
+    response = post(
+        client, b"{}", url=url, content_type=content_type, **{"wsgi.input": unreadable_body}
+    )
+    assert response.status_code == status, response.content
