@@ -75,4 +75,10 @@ def capture(request):
     return json_response(ACCEPTED)
 
 
-urlpatterns = [path(route.lstrip("/"), capture) for route in posthog_openapi.CAPTURE_PATHS]
+# PostHog's capture answers each path with and without its trailing slash; so does this one,
+# where Django would otherwise redirect a POST.
+urlpatterns = [
+    path(route.strip("/") + slash, capture)
+    for route in posthog_openapi.CAPTURE_PATHS
+    for slash in ("/", "")
+]
