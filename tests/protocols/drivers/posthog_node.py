@@ -7,7 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from .posthog_python import check_ids
+
 PROTOCOL = "posthog"
+
+
 SCRIPT = Path(__file__).resolve().parents[1] / "node" / "posthog_send.cjs"
 # Time for node to start and exit around the SDK's own shutdown budget.
 PROCESS_GRACE_S = 15
@@ -34,6 +38,7 @@ def run(*, url: str, key: str, ids: list[str], timeout_s: float) -> dict:
 
 def send(*, url: str, key: str, ids: list[str], timeout_s: float) -> None:
     """Capture one event per id (its `uuid`), shut down, and raise AssertionError on any loss."""
+    check_ids(ids)
     report = run(url=url, key=key, ids=ids, timeout_s=timeout_s)
     assert not report["errors"], f"the SDK gave up on events: {report['errors'][:3]}"
     missing = set(ids) - set(report["sent"])

@@ -2,10 +2,23 @@
 
 import threading
 import time
+import uuid
 
 from posthog import Posthog
 
 PROTOCOL = "posthog"
+
+
+def check_ids(ids: list[str]) -> None:
+    """Refuse ids that are not UUIDs: the SDK would send a generated uuid in their place."""
+    for event_id in ids:
+        try:
+            uuid.UUID(event_id)
+        except ValueError:
+            raise AssertionError(
+                f"PostHog event ids are UUIDs; the SDK replaces {event_id!r} with one of its own"
+            ) from None
+
 
 # The SDK sleeps max(2**attempt, Retry-After) between attempts (both capped at 30 s): five
 # retries keep a batch trying for 1 + 2 + 4 + 8 + 16 = 31 s, through the outage tests' 25 s.
@@ -16,6 +29,7 @@ FLUSH_AT = 100
 
 def send(*, url: str, key: str, ids: list[str], timeout_s: float) -> None:
     """Capture one event per id (its `uuid`), flush, and raise AssertionError if any was dropped."""
+    check_ids(ids)
     failures = []
     failures_lock = threading.Lock()
 
