@@ -11,6 +11,13 @@ $(BIN)/.installed: requirements.txt requirements-dev.txt
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $@
 
+# The Node.js SDKs the protocol tests drive; without Node.js those tests skip and say why.
+NODE_SDKS := tests/protocols/node
+$(NODE_SDKS)/node_modules/.installed: $(NODE_SDKS)/package.json $(NODE_SDKS)/package-lock.json
+	if command -v npm >/dev/null; then \
+		npm ci --prefix $(NODE_SDKS) --no-audit --no-fund --loglevel=error && touch $@; \
+	else echo "npm not found: the Node.js SDK tests will be skipped"; fi
+
 run: $(BIN)/.installed
 	$(BIN)/python serve.py
 
@@ -21,7 +28,7 @@ lint: $(BIN)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: $(BIN)/.installed services lint
+test: $(BIN)/.installed $(NODE_SDKS)/node_modules/.installed services lint
 	$(BIN)/python -m pytest
 
 # SQLite and fakes: no PostgreSQL, RabbitMQ, Kafka or root (tests/settings_quick.py).

@@ -6,6 +6,7 @@ from .control import charts, keys, stats
 from .control.dead_letters import replay_dead_letters
 from .models import DeadLetter, DeliveryOutcome, EventStat, Source
 from .pipeline.broker import queue_depth
+from .records import loaded_field
 
 PAYLOAD_PREVIEW_CHARS = 120
 
@@ -52,7 +53,9 @@ class DeadLetterAdmin(admin.ModelAdmin):
     def payload_preview(self, dead_letter):
         if not dead_letter.records:
             return ""
-        _, _, value = dead_letter.records[0]  # a stored record is [event_id, key, value]
+        value = loaded_field(dead_letter.records[0][2])  # [event_id, key, value, ...]
+        if isinstance(value, bytes):
+            value = f"<{len(value)} bytes> {value[:PAYLOAD_PREVIEW_CHARS].hex()}"
         if len(value) > PAYLOAD_PREVIEW_CHARS:
             return value[:PAYLOAD_PREVIEW_CHARS] + "…"
         return value

@@ -68,6 +68,14 @@ class Source(models.Model):
         help_text='topic names separated by commas or spaces; "*" allows every topic, '
         "empty allows none",
     )
+    # {"segment": "web-events", ...}: the topic each client protocol's events go to; a protocol
+    # not named here uses its own default topic (docs/PROTOCOLS.md).
+    protocol_topics = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text='topic per client protocol, e.g. {"segment": "web-events"}; '
+        "unnamed protocols use their default topic",
+    )
     max_events_per_s = models.PositiveIntegerField(
         null=True, blank=True, help_text="events per second per gateway process; empty: no limit"
     )
@@ -96,6 +104,9 @@ class EventStat(models.Model):
     minute = models.DateTimeField()
     topic = models.CharField(max_length=249, blank=True)
     source = models.CharField(max_length=64, blank=True)
+    # The protocol the events came in by (records.NATIVE_PROTOCOL, "segment", ...); empty for
+    # gateway-wide counters.
+    protocol = models.CharField(max_length=16, blank=True, default="")
     # accepted, accepted_bytes, rejected:<code>, delivered, dead_lettered, producer_errors,
     # latency_le_<ms> (one delivery-latency histogram bucket, events per bucket).
     metric = models.CharField(max_length=64)
@@ -104,10 +115,13 @@ class EventStat(models.Model):
     class Meta:
         constraints = [
             models.UniqueConstraint(
-                fields=["minute", "topic", "source", "metric"], name="event_stat_key"
+                fields=["minute", "topic", "source", "protocol", "metric"],
+                name="event_stat_origin_key",
             )
         ]
         indexes = [models.Index(fields=["metric", "minute"])]
 
     def __str__(self):
-        return f"{self.minute:%Y-%m-%d %H:%M} {self.topic} {self.source} {self.metric}"
+        return (
+            f"{self.minute:%Y-%m-%d %H:%M} {self.topic} {self.source} {self.protocol} {self.metric}"
+        )

@@ -86,7 +86,25 @@ MIDDLEWARE = [
 # no session, CSRF check or user, and the admin's chain is a large share of their CPU in Django
 # (docs/BENCHMARKS.md).
 INGEST_FAST_PATH = env_bool("INGEST_FAST_PATH", True)
-INGEST_FAST_PATHS = ("/api/v1/events/", "/api/v1/show/") if INGEST_FAST_PATH else ()
+# The native event endpoints, then the client protocols' (docs/PROTOCOLS.md): Segment's /v1/...,
+# PostHog's, Snowplow's (with or without a key prefix) and Confluent REST Proxy's v2 and v3.
+INGEST_FAST_PATHS = (
+    (
+        "/api/v1/events/",
+        "/api/v1/show/",
+        "/v1/",
+        "/batch/",
+        "/capture/",
+        "/e/",
+        "/i",
+        "/com.snowplowanalytics.snowplow/",
+        "/snowplow/",
+        "/topics/",
+        "/v3/",
+    )
+    if INGEST_FAST_PATH
+    else ()
+)
 INGEST_FAST_PATH_MIDDLEWARE = ["ingest.control.logging.RequestContextMiddleware"]
 
 # Cookie storage signs a cookie on every request, API requests included; session storage is lazy.

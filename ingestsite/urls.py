@@ -11,6 +11,8 @@ urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
     path("readyz", views.readyz, name="readyz"),
     path("metrics", views.prometheus_metrics, name="metrics"),
+    # Segment, PostHog, Snowplow and Confluent REST Proxy clients expect their own paths.
+    path("", include("ingest.edge.protocols.urls")),
     # The admin's own CSS and JS, found in the installed apps; nothing comes from a CDN. Only
     # the admin loads these, so serving them from Django needs no collectstatic or web server.
     re_path(rf"^{settings.STATIC_URL.strip('/')}/(?P<path>.*)$", serve_static, {"insecure": True}),

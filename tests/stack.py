@@ -81,6 +81,7 @@ class Stack:
         self.database = Database()
         self.queue = f"ingest-e2e-{uuid.uuid4().hex[:10]}"
         self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
         self.kafka_address = kafka_address
         self.env = {
             **os.environ,

@@ -6,7 +6,7 @@ from django.utils import timezone
 
 from ..models import DeadLetter
 from ..pipeline.broker import enqueue_records
-from ..records import BatchRecord
+from ..records import BatchRecord, record_from_stored
 
 
 def replay_dead_letters(*, dead_letters) -> int:
@@ -18,8 +18,7 @@ def replay_dead_letters(*, dead_letters) -> int:
     replayed = 0
     records, letters, size = [], [], 0
     for dead_letter in dead_letters.filter(replayed_at__isnull=True).order_by("id"):
-        # A stored record is [event_id, key, value]; its topic is the dead letter's.
-        stored = [BatchRecord(dead_letter.topic, *triple) for triple in dead_letter.records]
+        stored = [record_from_stored(dead_letter.topic, entry) for entry in dead_letter.records]
         records.extend(stored)
         letters.append(dead_letter.pk)
         size += sum(len(record.value) for record in stored)

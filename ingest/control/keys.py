@@ -1,11 +1,12 @@
 """Sources and their API keys, checked against an in-process cache of the source table."""
 
+import base64
 import hashlib
 import logging
 import secrets
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -28,6 +29,8 @@ class SourceInfo:
     max_events_per_s: int | None
     max_bytes_per_s: int | None
     every_topic: bool = False  # the source's allowed topics are "*"
+    # Topic per client protocol (Source.protocol_topics); left out of the hash, as dicts have none.
+    protocol_topics: dict[str, str] = field(default_factory=dict, hash=False)
 
 
 # Without required keys, a request that sends no key may write to every topic.
@@ -174,6 +177,7 @@ def load_sources() -> dict[str, SourceInfo]:
                 max_events_per_s=source.max_events_per_s,
                 max_bytes_per_s=source.max_bytes_per_s,
                 every_topic=source.allows_every_topic(),
+                protocol_topics=dict(source.protocol_topics or {}),
             )
             for source in Source.objects.filter(enabled=True)
         }
@@ -200,16 +204,37 @@ def presented_key(meta: dict) -> str | None:
     return meta.get("HTTP_X_API_KEY", "").strip() or None
 
 
+def basic_credentials(meta: dict) -> tuple[str, str] | None:
+    """Return the user name and password of an `Authorization: Basic` header, or None."""
+    scheme, _, encoded = meta.get("HTTP_AUTHORIZATION", "").partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True).decode()
+    except (ValueError, UnicodeDecodeError):
+        return None
+    user, _, password = decoded.partition(":")
+    return user, password
+
+
 def authenticate(meta: dict) -> SourceInfo:
     """Return the request's source from its key (ANONYMOUS without one, if keys are optional).
 
     Raises Unauthorized for a wrong key, or none where keys are required; SourcesUnavailable
     when the source table cannot be read.
     """
-    key = presented_key(meta)
-    if key is None:
+    return authenticate_key(
+        presented_key(meta),
+        missing="send an API key as 'Authorization: Bearer <key>' or X-Api-Key",
+    )
+
+
+def authenticate_key(key: str | None, *, missing: str = "send an API key") -> SourceInfo:
+    """Return the source of a key however the request carried it (ANONYMOUS for None, if keys
+    are optional); raise Unauthorized with `missing` for none where keys are required."""
+    if not key:
         if settings.INGEST_REQUIRE_API_KEYS:
-            raise Unauthorized("send an API key as 'Authorization: Bearer <key>' or X-Api-Key")
+            raise Unauthorized(missing)
         return ANONYMOUS
     source = get_cache().lookup(hash_key(key))
     if source is None:

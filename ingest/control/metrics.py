@@ -35,6 +35,13 @@ LABELLED_COUNTERS = {
     "http_requests:": ("ingest_http_requests_total", "code", "HTTP answers by status"),
     "rejected:": ("ingest_requests_rejected_total", "code", "Ingest requests refused, by error"),
 }
+# Events counted per protocol (native, segment, posthog, snowplow, confluent) and outcome.
+PROTOCOL_PREFIX = "protocol:"
+PROTOCOL_OUTCOMES = ("accepted", "rejected", "delivered", "dead_lettered")
+PROTOCOL_COUNTER = (
+    "ingest_protocol_events_total",
+    "Events by the protocol they came in by and outcome (rejected: requests)",
+)
 HISTOGRAMS = {
     # stats metric prefix: (Prometheus name, bounds, scale to the unit, help)
     "batch_events": (
@@ -86,10 +93,22 @@ def count_publish_error() -> None:
 
 
 def _sum_by_metric(**filters) -> Counter:
+    """Sum each metric, and each protocol's events by outcome as "protocol:<name>:<outcome>"."""
     from ..models import EventStat  # see stats.upsert: no models while logging is configured
 
-    rows = EventStat.objects.filter(**filters).values("metric").annotate(total=Sum("value"))
-    return Counter({row["metric"]: row["total"] for row in rows})
+    rows = (
+        EventStat.objects.filter(**filters)
+        .values("protocol", "metric")
+        .annotate(total=Sum("value"))
+    )
+    sums = Counter()
+    for row in rows:
+        metric, total = row["metric"], row["total"]
+        sums[metric] += total
+        outcome = "rejected" if metric.startswith("rejected:") else metric
+        if row["protocol"] and outcome in PROTOCOL_OUTCOMES:
+            sums[f"{PROTOCOL_PREFIX}{row['protocol']}:{outcome}"] += total
+    return sums
 
 
 class _Totals:
@@ -158,6 +177,12 @@ def render(*, backlog: int | None, pending_events: int | None) -> str:
             for metric, value in sorted(values.items())
             if metric.startswith(prefix)
         ]
+    name, help_text = PROTOCOL_COUNTER
+    lines += [f"# HELP {name} {help_text}", f"# TYPE {name} counter"]
+    for metric, value in sorted(values.items()):
+        if metric.startswith(PROTOCOL_PREFIX):
+            protocol, outcome = metric[len(PROTOCOL_PREFIX) :].rsplit(":", 1)
+            lines.append(f'{name}{{protocol="{_escape(protocol)}",outcome="{outcome}"}} {value}')
     for prefix, (name, bounds, scale, help_text) in HISTOGRAMS.items():
         lines += [f"# HELP {name} {help_text}", f"# TYPE {name} histogram"]
         lines += _histogram(name, prefix, bounds, scale, values)

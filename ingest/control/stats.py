@@ -1,4 +1,5 @@
-"""Per-minute counters by topic and source: counted in memory, added to the database in bulk."""
+"""Per-minute counters by topic, source and protocol: counted in memory, added to the database
+in bulk."""
 
 import atexit
 import logging
@@ -22,7 +23,7 @@ LATENCY_BUCKETS_MS = (5, 10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000,
 LATENCY_OVERFLOW = "latency_le_inf"
 PRUNE_INTERVAL_S = 600.0
 
-Key = tuple[int, str, str, str]  # (minute as unix seconds, topic, source, metric)
+Key = tuple[int, str, str, str, str]  # (minute as unix seconds, topic, source, protocol, metric)
 
 
 def latency_metric(seconds: float) -> str:
@@ -68,12 +69,20 @@ class StatsRecorder:
         self._thread = threading.Thread(target=self._run, name="ingest-stats", daemon=True)
         self._thread.start()
 
-    def add(self, *, topic: str, source: str, values: dict[str, int], at: float | None = None):
+    def add(
+        self,
+        *,
+        topic: str,
+        source: str,
+        values: dict[str, int],
+        protocol: str = "",
+        at: float | None = None,
+    ):
         minute = int((time.time() if at is None else at) // 60 * 60)
         with self._lock:
             for metric, value in values.items():
                 if value:
-                    self._counts[(minute, topic, source, metric)] += value
+                    self._counts[(minute, topic, source, protocol, metric)] += value
 
     def pending(self) -> dict[Key, int]:
         with self._lock:
@@ -115,13 +124,14 @@ def upsert(counts: dict[Key, int]) -> None:
 
     table = connection.ops.quote_name(EventStat._meta.db_table)
     sql = (
-        f"INSERT INTO {table} (minute, topic, source, metric, value) VALUES (%s, %s, %s, %s, %s) "
-        f"ON CONFLICT (minute, topic, source, metric) "
+        f"INSERT INTO {table} (minute, topic, source, protocol, metric, value) "
+        f"VALUES (%s, %s, %s, %s, %s, %s) "
+        f"ON CONFLICT (minute, topic, source, protocol, metric) "
         f"DO UPDATE SET value = {table}.value + excluded.value"
     )
     rows = [
-        (minute_value(minute), topic, source, metric, value)
-        for (minute, topic, source, metric), value in sorted(counts.items())
+        (minute_value(minute), topic, source, protocol, metric, value)
+        for (minute, topic, source, protocol, metric), value in sorted(counts.items())
     ]
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.executemany(sql, rows)
@@ -140,10 +150,10 @@ def prune(*, older_than_s: float) -> int:
     epoch = minute_value(0)
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(
-            f"INSERT INTO {table} (minute, topic, source, metric, value) "
-            f"SELECT %s, topic, source, metric, SUM(value) FROM {table} "
-            f"WHERE minute < %s AND minute > %s GROUP BY topic, source, metric "
-            f"ON CONFLICT (minute, topic, source, metric) "
+            f"INSERT INTO {table} (minute, topic, source, protocol, metric, value) "
+            f"SELECT %s, topic, source, protocol, metric, SUM(value) FROM {table} "
+            f"WHERE minute < %s AND minute > %s GROUP BY topic, source, protocol, metric "
+            f"ON CONFLICT (minute, topic, source, protocol, metric) "
             f"DO UPDATE SET value = {table}.value + excluded.value",
             [epoch, cutoff, epoch],
         )
@@ -175,36 +185,47 @@ def flush_quietly() -> None:
         logger.warning("flushing stats at shutdown failed: %r", error)
 
 
-def _add(*, topic: str, source: str, values: dict[str, int]) -> None:
+def _add(*, topic: str, source: str, values: dict[str, int], protocol: str = "") -> None:
     recorder = get_recorder()
     if recorder is not None:
-        recorder.add(topic=topic, source=source, values=values)
+        recorder.add(topic=topic, source=source, protocol=protocol, values=values)
 
 
-def count_accepted(*, topic: str, source: str, events: int, nbytes: int) -> None:
-    _add(topic=topic, source=source, values={"accepted": events, "accepted_bytes": nbytes})
+def count_accepted(*, topic: str, source: str, protocol: str, events: int, nbytes: int) -> None:
+    _add(
+        topic=topic,
+        source=source,
+        protocol=protocol,
+        values={"accepted": events, "accepted_bytes": nbytes},
+    )
 
 
-def count_rejected(*, topic: str, source: str, code: str) -> None:
-    _add(topic=topic, source=source, values={f"rejected:{code}": 1})
+def count_rejected(*, topic: str, source: str, protocol: str, code: str) -> None:
+    _add(topic=topic, source=source, protocol=protocol, values={f"rejected:{code}": 1})
+
+
+def _by_origin(records: list[BatchRecord]) -> Counter:
+    return Counter((record.topic, record.source, record.protocol) for record in records)
 
 
 def count_delivered(*, records: list[BatchRecord], accepted_at: float) -> None:
-    """Count delivered events per topic with their accept-to-Kafka-ack latency."""
+    """Count delivered events per topic, source and protocol with their accept-to-Kafka-ack
+    latency."""
     seconds = max(0.0, time.time() - accepted_at)
     latency = latency_metric(seconds)
-    for topic, events in Counter(topic for topic, *_ in records).items():
+    for (topic, source, protocol), events in _by_origin(records).items():
         values = {"delivered": events, latency: events}
         _add(
             topic=topic,
-            source="",
+            source=source,
+            protocol=protocol,
             values={**values, "latency_ms_sum": round(seconds * 1000 * events)},
         )
 
 
 def count_dead_lettered(*, records: list[BatchRecord]) -> None:
-    for topic, events in Counter(topic for topic, *_ in records).items():
-        _add(topic=topic, source="", values={"dead_lettered": events})
+    for (topic, source, protocol), events in _by_origin(records).items():
+        _add(topic=topic, source=source, protocol=protocol, values={"dead_lettered": events})
 
 
 def count_producer_error() -> None:
@@ -287,5 +308,34 @@ def overview(*, span_s: int, step_s: int, now: float | None = None) -> dict:
         "step_s": step_s,
         "points": points,
         "by_topic": by_topic,
+        "by_origin": _by_protocol_and_source(since=start),
         "totals": {**totals, "producer_errors": producer_errors},
     }
+
+
+ORIGIN_COUNTS = ("accepted", "rejected", "delivered", "dead_lettered")
+
+
+def _by_protocol_and_source(*, since: int) -> list[dict]:
+    """Sum events by the protocol and source they came in by, since a unix time."""
+    from ..models import EventStat  # see upsert: no models while logging is configured
+
+    rows = (
+        EventStat.objects.filter(minute__gte=datetime.fromtimestamp(since, tz=UTC))
+        .exclude(protocol="")
+        .values("protocol", "source", "metric")
+        .annotate(total=Sum("value"))
+    )
+    origins: dict[tuple[str, str], Counter] = {}
+    for row in rows:
+        series = _series_metric(row["metric"])
+        if series in ORIGIN_COUNTS:
+            origins.setdefault((row["protocol"], row["source"]), Counter())[series] += row["total"]
+    return [
+        {
+            "protocol": protocol,
+            "source": source or "(anonymous)",
+            **{name: counts[name] for name in ORIGIN_COUNTS},
+        }
+        for (protocol, source), counts in sorted(origins.items())
+    ]

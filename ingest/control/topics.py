@@ -16,6 +16,8 @@ class TopicRecord:
     value: dict | str
     partition: int
     offset: int
+    headers: dict[str, bytes]
+    raw_value: bytes
 
 
 def read_topic(*, topic: str, idle_timeout_s: float, bootstrap_servers: list[str] | None = None):
@@ -46,6 +48,8 @@ def read_topic(*, topic: str, idle_timeout_s: float, bootstrap_servers: list[str
                 value=value,
                 partition=message.partition,
                 offset=message.offset,
+                headers=headers,
+                raw_value=message.value,
             )
     finally:
         consumer.close()

@@ -1,5 +1,6 @@
 """Write what became of a settled batch: its DeliveryOutcome and a dead letter per failed record."""
 
+import json
 from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -8,7 +9,7 @@ from functools import partial
 from django.db import transaction
 
 from ingest.models import DeadLetter, DeliveryOutcome
-from ingest.records import BatchRecord
+from ingest.records import BatchRecord, stored_field
 
 
 def write_outcome(
@@ -79,21 +80,22 @@ def new_dead_letters(
 ) -> list[DeadLetter]:
     """Build a dead letter per failed record, leaving out those an earlier run of the same
     batch already wrote (a task redelivered after its commit)."""
-    # A dead letter stores [event_id, key, value] per record; its topic has a column of its own.
+    # A dead letter stores [event_id, key, value, source, protocol] per record; its topic has a
+    # column of its own.
     kept = Counter(
-        tuple(stored_record)
+        _identity(stored_record)
         for stored in DeadLetter.objects.filter(batch_id=batch_id).values_list("records", flat=True)
         for stored_record in stored
     )
     dead_letters = []
     for index, reason in failures:
         record = records[index]
-        stored_record = tuple(
-            None if text is None else storable(text)
-            for text in (record.event_id, record.key, record.value)
-        )
-        if kept[stored_record] > 0:
-            kept[stored_record] -= 1
+        stored_record = [
+            _storable_field(field)
+            for field in (record.event_id, record.key, record.value, record.source, record.protocol)
+        ]
+        if kept[_identity(stored_record)] > 0:
+            kept[_identity(stored_record)] -= 1
             continue
         dead_letters.append(
             DeadLetter(
@@ -101,11 +103,19 @@ def new_dead_letters(
                 topic=storable(record.topic),
                 reason=storable(reason),
                 event_ids=[stored_record[0]],
-                records=[list(stored_record)],
+                records=[stored_record],
                 attempts=attempts,
             )
         )
     return dead_letters
+
+
+def _storable_field(field: str | bytes | None) -> str | dict | None:
+    return storable(field) if isinstance(field, str) else stored_field(field)
+
+
+def _identity(stored_record: list) -> str:
+    return json.dumps(stored_record, sort_keys=True)
 
 
 def storable(text: str) -> str:

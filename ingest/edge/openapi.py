@@ -2,6 +2,8 @@
 
 from django.conf import settings
 
+from .protocols import registry
+
 
 def _error(description: str, *, retry_after: bool = False) -> dict:
     response = {
@@ -66,7 +68,7 @@ def document() -> dict:
         },
         "additionalProperties": True,
     }
-    return {
+    document = {
         "openapi": "3.0.3",
         "info": {
             "title": "Event ingest gateway",
@@ -274,3 +276,6 @@ def document() -> dict:
             },
         },
     }
+    for protocol in registry.protocols():
+        document["paths"].update(protocol.openapi_paths)
+    return document

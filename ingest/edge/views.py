@@ -1,79 +1,30 @@
 """HTTP interface of the ingest API: thin views over the pipeline and the control plane."""
 
-import functools
-
 from django.conf import settings
 from django.http import HttpResponse
-from django.views.decorators.csrf import csrf_exempt
 
-from ..control import keys, metrics, readiness, receipts, stats
+from ..control import keys, metrics, readiness, receipts
 from ..control.health import process_report
 from ..pipeline import accept, runtime
-from . import openapi, parsing
-from .errors import DOMAIN_ERRORS, ApiError, api_error, json_response
+from ..records import NATIVE_PROTOCOL
+from . import bodies, openapi, parsing
+from .errors import ApiError, json_response
+from .protocols.base import Protocol, protocol_view
 
 ACK_HEADER = "HTTP_X_INGEST_ACK"
 
 
+# The gateway's own API: errors as {"code", "message"} (edge.errors.ApiError).
+NATIVE = Protocol(
+    name=NATIVE_PROTOCOL,
+    default_topic=settings.KAFKA_DEFAULT_TOPIC,
+    render_error=ApiError.response,
+)
+
+
 def api_view(*methods: str):
     """Allow only `methods`, skip CSRF, and answer ApiError and domain errors (edge.errors)."""
-
-    def decorate(view):
-        @csrf_exempt
-        @functools.wraps(view)
-        def wrapper(request, *args, **kwargs):
-            try:
-                if request.method not in methods:
-                    error = ApiError(
-                        405, "method_not_allowed", f"{request.method} is not allowed here"
-                    )
-                    response = error.response()
-                    response["Allow"] = ", ".join(methods)
-                    return response
-                return view(request, *args, **kwargs)
-            except (ApiError, *DOMAIN_ERRORS) as raised:
-                error = api_error(raised)
-                topic = getattr(request, "ingest_topic", None)
-                if topic is not None:  # only the ingest endpoints count their rejections
-                    source = getattr(request, "ingest_source", "")
-                    stats.count_rejected(topic=topic, source=source, code=error.code)
-                return error.response()
-
-        return wrapper
-
-    return decorate
-
-
-def declared_length(request) -> int | None:
-    """Return the Content-Length, None for a chunked body, refusing one over the body limit."""
-    raw = request.META.get("CONTENT_LENGTH") or ""
-    if not raw and "chunked" in request.META.get("HTTP_TRANSFER_ENCODING", "").lower():
-        return None
-    try:
-        declared = int(raw or 0)
-    except ValueError as error:
-        raise ApiError(400, "invalid_request", "Content-Length is not a number") from error
-    limit = settings.INGEST_MAX_BODY_BYTES
-    if declared > limit:
-        raise parsing.body_too_large(f"body of {declared} bytes exceeds {limit} bytes")
-    return declared
-
-
-def read_body(request, declared: int | None) -> bytes:
-    """Read the body: Content-Length bytes, or a chunked body up to the body limit."""
-    limit = settings.INGEST_MAX_BODY_BYTES
-    try:
-        if declared is not None:
-            return request.body
-        # Django reads only Content-Length bytes; cheroot undoes the chunking on wsgi.input.
-        body = request.environ["wsgi.input"].read(limit + 1)
-    except OSError as error:  # the server cut a client too slow to send its body, or it left
-        raise ApiError(
-            408, "request_timeout", f"the request body did not arrive in time: {error}"
-        ) from error
-    if len(body) > limit:
-        raise parsing.body_too_large(f"chunked body exceeds {limit} bytes")
-    return body
+    return protocol_view(NATIVE, *methods)
 
 
 @api_view("POST")
@@ -90,20 +41,16 @@ def post_events(request, topic: str):
     request.ingest_topic = topic
     ack = accept.parse_ack_level(request.GET.get("ack") or request.META.get(ACK_HEADER))
     parsing.check_content_type(request.META.get("CONTENT_TYPE", ""))
-    declared = declared_length(request)
-    accept.admit_request(source=source, declared_bytes=declared or 0)
-    body = parsing.decode_body(
-        read_body(request, declared),
-        content_encoding=request.META.get("HTTP_CONTENT_ENCODING", ""),
-        max_decompressed_bytes=settings.INGEST_MAX_DECOMPRESSED_BYTES,
-    )
+    body = bodies.read_request_body(request, source=source)
     events = parsing.parse_events(
         body,
         max_events=settings.INGEST_MAX_EVENTS_PER_REQUEST,
         max_id_length=settings.INGEST_MAX_ID_LENGTH,
         max_record_bytes=settings.KAFKA_MAX_REQUEST_SIZE,
     )
-    acceptance = accept.accept_events(source=source, topic=topic, events=events, ack=ack)
+    acceptance = accept.accept_events(
+        source=source, topic=topic, events=events, ack=ack, protocol=NATIVE_PROTOCOL
+    )
     return json_response(acceptance.as_json(), status=202)
 
 
@@ -124,7 +71,9 @@ def show(request):
         max_id_length=settings.INGEST_MAX_ID_LENGTH,
         max_record_bytes=settings.KAFKA_MAX_REQUEST_SIZE,
     )
-    acceptance = accept.accept_events(source=source, topic=topic, events=events, ack=ack)
+    acceptance = accept.accept_events(
+        source=source, topic=topic, events=events, ack=ack, protocol=NATIVE_PROTOCOL
+    )
     return json_response(acceptance.as_json(), status=202)
 
 

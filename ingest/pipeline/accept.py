@@ -7,7 +7,7 @@ from django.conf import settings
 from ..control import ratelimit, receipts, stats
 from ..control.keys import SourceInfo
 from ..models import DeliveryOutcome
-from ..records import Event
+from ..records import NATIVE_PROTOCOL, Event
 from . import runtime
 from .batcher import BatcherClosed, BatcherFull, Ticket
 from .errors import BrokerUnavailable, InvalidAckLevel, Overloaded, ShuttingDown
@@ -48,8 +48,17 @@ def admit_request(*, source: SourceInfo, declared_bytes: int) -> None:
     ratelimit.get_limiter().admit(source, declared_bytes=declared_bytes)
 
 
-def accept_events(*, source: SourceInfo, topic: str, events: list[Event], ack: str) -> Acceptance:
+def accept_events(
+    *,
+    source: SourceInfo,
+    topic: str,
+    events: list[Event],
+    ack: str,
+    protocol: str = NATIVE_PROTOCOL,
+) -> Acceptance:
     """Rate-limit the source, hand its events to the batcher, wait as the ack level asks.
+
+    `protocol` names the API the events came in by, for stats and the records' headers.
 
     Raises ratelimit.RateLimited or a pipeline.errors exception; then nothing is accepted.
     """
@@ -58,7 +67,9 @@ def accept_events(*, source: SourceInfo, topic: str, events: list[Event], ack: s
     gateway = runtime.get_gateway()
     gateway.backlog.check()
     try:
-        ticket = gateway.batcher.submit(topic=topic, events=events)
+        ticket = gateway.batcher.submit(
+            topic=topic, events=events, source=source.name, protocol=protocol
+        )
     except BatcherFull as error:
         raise Overloaded(f"the gateway is at capacity: {error}") from error
     except BatcherClosed as error:
@@ -66,7 +77,9 @@ def accept_events(*, source: SourceInfo, topic: str, events: list[Event], ack: s
     ids = [event.event_id for event in events]
     if ack != "none":
         _wait_until_published(ticket)
-    stats.count_accepted(topic=topic, source=source.name, events=len(events), nbytes=nbytes)
+    stats.count_accepted(
+        topic=topic, source=source.name, protocol=protocol, events=len(events), nbytes=nbytes
+    )
     receipt = receipts.Receipt(
         batch_id=ticket.batch.batch_id, first=ticket.first_index, count=ticket.count
     )

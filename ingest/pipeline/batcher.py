@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..ids import uuid7
-from ..records import BatchRecord, Event
+from ..records import NATIVE_PROTOCOL, BatchRecord, Event
 
 logger = logging.getLogger(__name__)
 
@@ -94,7 +94,14 @@ class Batcher:
         with self._condition:
             return self._pending_events, self._pending_bytes
 
-    def submit(self, *, topic: str, events: list[Event]) -> Ticket:
+    def submit(
+        self,
+        *,
+        topic: str,
+        events: list[Event],
+        source: str = "",
+        protocol: str = NATIVE_PROTOCOL,
+    ) -> Ticket:
         """Add one request's events to a batch; they are never split across batches."""
         nbytes = sum(len(event.value) for event in events)
         count = len(events)
@@ -120,7 +127,8 @@ class Batcher:
                 batch = self._open = Batch(batch_id=uuid7())
             first_index = len(batch.records)
             batch.records.extend(
-                BatchRecord(topic, event.event_id, event.key, event.value) for event in events
+                BatchRecord(topic, event.event_id, event.key, event.value, source, protocol)
+                for event in events
             )
             batch.nbytes += nbytes
             self._pending_events += count

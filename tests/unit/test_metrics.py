@@ -5,6 +5,7 @@ import time
 import pytest
 
 from ingest.control import metrics, stats
+from ingest.records import BatchRecord
 
 
 @pytest.mark.django_db
@@ -12,7 +13,9 @@ def test_metrics_sum_what_every_process_flushed(client, gateway, recorder, monke
     monkeypatch.setattr(metrics, "totals", metrics._Totals())
     client.post("/api/v1/events/clicks", b'[{"n": 1}, {"n": 2}]', content_type="application/json")
     client.post("/api/v1/events/clicks", b"nope", content_type="application/json")
-    stats.count_delivered(records=[["clicks", "a", None, "{}"]], accepted_at=time.time() - 0.03)
+    stats.count_delivered(
+        records=[BatchRecord("clicks", "a", None, "{}")], accepted_at=time.time() - 0.03
+    )
     metrics.observe_publish(events=2, seconds=0.004)
     recorder.flush()
     other_process = stats.StatsRecorder(interval_s=3_600, retention_s=86_400)

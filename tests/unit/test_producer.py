@@ -155,13 +155,20 @@ def test_an_illegal_topic_fails_permanently(topic):
     assert failure.reason.startswith("InvalidTopicError")
 
 
-def test_a_good_record_encodes_to_bytes_with_its_id_header():
-    assert encode_record(BatchRecord("t.1", "id-1", "k\u00e9", '{"a":1}')) == (
+def test_a_good_record_encodes_to_bytes_with_its_id_source_and_protocol_headers():
+    record = BatchRecord("t.1", "id-1", "k\u00e9", '{"a":1}', "shop", "segment")
+    assert encode_record(record) == (
         "t.1",
         b'{"a":1}',
         "k\u00e9".encode(),
-        [("event-id", b"id-1")],
+        [("event-id", b"id-1"), ("source", b"shop"), ("protocol", b"segment")],
     )
+
+
+def test_binary_keys_and_values_are_produced_as_their_own_bytes():
+    record = BatchRecord("t.1", "id-1", b"\xff\x00", b"\x80raw", "", "confluent")
+    _, value, key, _ = encode_record(record)
+    assert (value, key) == (b"\x80raw", b"\xff\x00")
 
 
 @pytest.mark.parametrize(

@@ -57,7 +57,7 @@ def test_a_failed_flush_keeps_the_counts_for_the_next(recorder, monkeypatch):
 
 def test_counting_is_off_without_the_setting(settings):
     settings.INGEST_STATS_ENABLED = False
-    stats.count_accepted(topic="t", source="", events=1, nbytes=1)
+    stats.count_accepted(topic="t", source="", protocol="native", events=1, nbytes=1)
     assert stats.get_recorder.current() is None
 
 

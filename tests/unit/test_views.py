@@ -86,10 +86,11 @@ def test_ack_delivered_timeout_says_which_ids_are_pending(client, gateway):
 def test_show_turns_query_parameters_into_one_event(client, gateway, publisher, settings):
     response = client.get("/api/v1/show/?a=1&b=2&b=3")
     assert response.status_code == 202
-    ((topic, event_id, key, value),) = publisher.records
+    ((topic, event_id, key, value, source, protocol),) = publisher.records
     assert topic == settings.KAFKA_DEFAULT_TOPIC
     assert json.loads(value) == {"a": "1", "b": ["2", "3"]}
     assert response.json()["ids"] == [event_id]
+    assert (source, protocol) == ("", "native")
 
 
 @pytest.mark.parametrize(

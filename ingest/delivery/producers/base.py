@@ -41,20 +41,31 @@ class ProduceFailed(Exception):
 
 
 def encode_record(record: BatchRecord) -> tuple[str, bytes, bytes | None, list] | RecordFailure:
-    """Return what a client sends for a record (topic, value, key, headers), or why it cannot."""
+    """Return what a client sends for a record (topic, value, key, headers), or why it cannot.
+
+    Every record carries the headers event-id, source (empty for anonymous requests) and
+    protocol.
+    """
     topic = record.topic
     if not LEGAL_TOPIC.fullmatch(topic) or topic in (".", ".."):
         return RecordFailure(
             f"InvalidTopicError: {topic[:60]!r} is not a legal topic name", transient=False
         )
     encoded = []
-    for field, text in (("value", record.value), ("key", record.key), ("id", record.event_id)):
+    for field, text in (
+        ("value", record.value),
+        ("key", record.key),
+        ("id", record.event_id),
+        ("source", record.source),
+        ("protocol", record.protocol),
+    ):
         try:
-            encoded.append(None if text is None else text.encode())
+            encoded.append(text if text is None or isinstance(text, bytes) else text.encode())
         except UnicodeEncodeError as error:
             return RecordFailure(f"UnicodeEncodeError in the {field}: {error}", transient=False)
-    value_bytes, key_bytes, id_bytes = encoded
-    return topic, value_bytes, key_bytes, [("event-id", id_bytes)]
+    value_bytes, key_bytes, id_bytes, source_bytes, protocol_bytes = encoded
+    headers = [("event-id", id_bytes), ("source", source_bytes), ("protocol", protocol_bytes)]
+    return topic, value_bytes, key_bytes, headers
 
 
 class Producer(Protocol):

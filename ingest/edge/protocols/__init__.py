@@ -1,9 +1,8 @@
-"""Where protocol adapters go: Segment, PostHog, Snowplow and Confluent's REST Proxy.
+"""Adapters for the protocols existing clients speak: Segment, PostHog, Snowplow, Confluent.
 
-An adapter is a module here with its own views, added to ingest/urls.py. It turns its protocol's
-body into records.Event values, and hands them to the pipeline the way ingest/edge/views.py
-does: control.keys.authenticate and authorize_topic for the source, pipeline.accept.admit_request
-before the body is read, pipeline.accept.accept_events after it is parsed. It raises domain
-exceptions (or edge.errors.ApiError for what is wrong with the request itself) and lets
-edge.errors.api_error answer them, so every protocol refuses with the same statuses and codes.
+An adapter is a module here with a `PROTOCOL` (base.Protocol) and `urlpatterns`, listed in
+registry.py. It turns its protocol's body into records.Event values and hands them to
+pipeline.accept.accept_events, as edge/views.py does for the native API: keys and topics through
+control.keys and base.source_topic, the body through edge.bodies. Its views use
+base.protocol_view, so every domain error is answered in the protocol's own shape.
 """

@@ -1,0 +1,9 @@
+"""The client protocols this gateway speaks besides its own API; each module is an adapter."""
+
+# Each module defines PROTOCOL (a base.Protocol) and urlpatterns (paths at the site root).
+PROTOCOL_MODULES = []
+
+
+def protocols() -> list:
+    """Return the Protocol of every adapter."""
+    return [module.PROTOCOL for module in PROTOCOL_MODULES]
