@@ -1,10 +1,14 @@
+import base64
+import gzip
 import json
 
 import msgspec
 import pytest
 
 from ingest.edge.errors import ApiError
+from ingest.edge.protocols import base
 from ingest.edge.protocols import segment_messages as messages
+from tests.unit.sources import make_source
 
 LIMITS = {"max_id_length": 128, "max_record_bytes": 1_048_576}
 
@@ -183,3 +187,188 @@ def test_a_message_that_would_not_fit_a_kafka_record_is_refused():
     limits = {**LIMITS, "max_record_bytes": 1_000}
     error = refused(messages.parse_batch, batch({"type": "track", "p": "x" * 600}), **limits)
     assert (error.status, error.code) == (413, "event_too_large")
+
+
+# The endpoints, through Django's test client
+
+
+def basic(key: str) -> str:
+    return "Basic " + base64.b64encode(f"{key}:".encode()).decode()
+
+
+def send(client, body, *, url="/v1/batch", key=None, **headers):
+    if not isinstance(body, bytes):
+        body = json.dumps(body).encode()
+    if key is not None:
+        headers["HTTP_AUTHORIZATION"] = basic(key)
+    return client.generic("POST", url, body, content_type="application/json", **headers)
+
+
+def assert_segment_error(response, status, code):
+    assert response.status_code == status, response.content
+    assert response["Content-Type"] == "application/json"
+    body = response.json()
+    assert body["success"] is False
+    assert body["code"] == code
+    assert body["message"]
+    return body
+
+
+def test_a_batch_is_answered_200_success_once_durable(client, gateway, publisher):
+    messages_sent = [
+        {"type": "track", "event": "A", "messageId": "m1", "userId": "u1"},
+        {"type": "identify", "messageId": "m2", "anonymousId": "a2", "traits": {}},
+    ]
+    response = send(client, {"batch": messages_sent})
+    assert response.status_code == 200
+    assert response.json() == {"success": True}
+    records = publisher.records
+    assert [(r.topic, r.event_id, r.key, r.protocol) for r in records] == [
+        ("segment", "m1", "u1", "segment"),
+        ("segment", "m2", "a2", "segment"),
+    ]
+    assert [json.loads(r.value) for r in records] == messages_sent
+
+
+@pytest.mark.parametrize("message_type", messages.MESSAGE_TYPES)
+def test_each_single_call_takes_one_message_of_its_type(client, gateway, publisher, message_type):
+    response = send(client, {"messageId": "m1", "userId": "u1"}, url=f"/v1/{message_type}")
+    assert response.status_code == 200, response.content
+    assert response.json() == {"success": True}
+    [record] = publisher.records
+    assert json.loads(record.value) == {"type": message_type, "messageId": "m1", "userId": "u1"}
+
+
+def test_a_trailing_slash_is_not_found_never_redirected(client, gateway):
+    for url in ("/v1/batch/", "/v1/track/"):
+        assert send(client, {"batch": []}, url=url).status_code == 404
+
+
+def test_other_methods_are_405_in_segment_shape(client, gateway):
+    response = client.get("/v1/batch")
+    assert_segment_error(response, 405, "method_not_allowed")
+    assert response["Allow"] == "POST"
+
+
+def test_a_gzip_batch_is_accepted(client, gateway, publisher):
+    body = gzip.compress(json.dumps({"batch": [{"type": "track", "messageId": "g1"}]}).encode())
+    response = send(client, body, HTTP_CONTENT_ENCODING="gzip")
+    assert response.status_code == 200
+    assert [record.event_id for record in publisher.records] == ["g1"]
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [(b"{", "invalid_json"), (b'{"batch": [{"no": "type"}]}', "invalid_event")],
+)
+def test_bad_input_is_400_in_segment_shape(client, gateway, publisher, body, code):
+    assert_segment_error(send(client, body), 400, code)
+    assert publisher.records == []
+
+
+def test_size_limits_are_answered_400_as_segment_does(client, gateway, publisher):
+    big = {"type": "track", "p": "x" * 33_000}
+    body = assert_segment_error(send(client, {"batch": [big]}), 400, "body_too_large")
+    assert body["message"].startswith("Exceed payload limit")
+    assert_segment_error(send(client, big, url="/v1/track"), 400, "body_too_large")
+    batch_body = {"batch": [{"type": "track", "p": "x" * 30_000}] * 18}
+    assert_segment_error(send(client, batch_body), 400, "body_too_large")
+    assert publisher.records == []
+
+
+@pytest.mark.django_db
+def test_the_basic_auth_user_name_is_the_write_key(client, gateway, publisher, fresh_keys):
+    _, key = make_source(
+        name="web", allowed_topics="web-events", protocol_topics={"segment": "web-events"}
+    )
+    response = send(client, {"batch": [{"type": "track"}]}, key=key)
+    assert response.status_code == 200, response.content
+    [record] = publisher.records
+    assert (record.topic, record.source, record.protocol) == ("web-events", "web", "segment")
+
+
+@pytest.mark.django_db
+def test_the_body_write_key_is_used_without_auth_and_not_stored(
+    client, gateway, publisher, fresh_keys
+):
+    _, key = make_source(name="web")
+    for url, body in [
+        ("/v1/batch", {"batch": [{"type": "track"}], "writeKey": key}),
+        ("/v1/track", {"event": "A", "writeKey": key}),
+    ]:
+        assert send(client, body, url=url).status_code == 200
+    assert [record.source for record in publisher.records] == ["web", "web"]
+    assert not any(key in record.value for record in publisher.records)
+
+
+@pytest.mark.django_db
+def test_a_wrong_or_missing_key_is_401_and_a_wrong_header_key_reads_no_body(
+    client, gateway, publisher, fresh_keys, unreadable_body
+):
+    make_source()
+    assert_segment_error(send(client, {"batch": [{"type": "track"}]}), 401, "unauthorized")
+    body = {"batch": [{"type": "track"}], "writeKey": "wrong"}
+    assert_segment_error(send(client, body), 401, "unauthorized")
+    response = client.generic(
+        "POST",
+        "/v1/batch",
+        b"{}",
+        content_type="application/json",
+        HTTP_AUTHORIZATION=basic("wrong"),
+        **{"wsgi.input": unreadable_body},
+    )
+    assert_segment_error(response, 401, "unauthorized")
+    malformed = send(client, b"{}", HTTP_AUTHORIZATION="Basic ***")
+    assert_segment_error(malformed, 401, "unauthorized")
+    assert publisher.records == []
+
+
+@pytest.mark.django_db
+def test_a_source_not_allowed_its_segment_topic_is_403(client, gateway, fresh_keys):
+    _, key = make_source(allowed_topics="orders")
+    response = send(client, {"batch": [{"type": "track"}]}, key=key)
+    assert_segment_error(response, 403, "forbidden_topic")
+
+
+@pytest.mark.django_db
+def test_over_its_rate_limit_a_source_gets_429_with_retry_after(client, gateway, fresh_keys):
+    _, key = make_source(max_events_per_s=2)
+    assert send(client, {"batch": [{"type": "track"}] * 2}, key=key).status_code == 200
+    response = send(client, {"batch": [{"type": "track"}]}, key=key)
+    assert_segment_error(response, 429, "rate_limited")
+    assert int(response["Retry-After"]) >= 1
+
+
+def test_an_unavailable_broker_is_503_with_retry_after(client, gateway, publisher):
+    publisher.error = ConnectionRefusedError("broker down")
+    response = send(client, {"batch": [{"type": "track"}]})
+    assert_segment_error(response, 503, "unavailable")
+    assert response["Retry-After"]
+
+
+@pytest.mark.django_db
+def test_rejections_are_counted_by_topic_source_and_protocol(
+    client, gateway, fresh_keys, monkeypatch
+):
+    _, key = make_source(name="web")
+    counted = []
+    monkeypatch.setattr(base.stats, "count_rejected", lambda **labels: counted.append(labels))
+    send(client, {"batch": [{"type": "nope"}]}, key=key)
+    # Before its writeKey is read, a body's source and topic are unknown: counted without them.
+    send(client, {"batch": [{"type": "nope"}], "writeKey": key})
+    assert counted == [
+        {"topic": "segment", "source": "web", "protocol": "segment", "code": "invalid_event"},
+        {"topic": "", "source": "", "protocol": "segment", "code": "invalid_event"},
+    ]
+
+
+@pytest.mark.django_db
+def test_the_hot_path_does_no_database_query(client, gateway, django_assert_num_queries):
+    with django_assert_num_queries(0):
+        assert send(client, {"batch": [{"type": "track"}]}).status_code == 200
+        assert send(client, {"event": "A"}, url="/v1/track").status_code == 200
+
+
+def test_the_endpoints_are_in_the_openapi_document(client):
+    paths = client.get("/api/v1/openapi.json").json()["paths"]
+    assert {"/v1/batch", "/v1/track", "/v1/alias"} <= set(paths)

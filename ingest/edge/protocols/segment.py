@@ -22,6 +22,7 @@ from . import base, segment_messages, segment_openapi
 # Segment answers its size limits with 400 Bad Request, which its SDKs never retry.
 SIZE_LIMIT_STATUS = 400
 SIZE_LIMIT_MESSAGE = "Exceed payload limit"
+MISSING_KEY = "send the write key as the Basic auth user name, or as the body's writeKey"
 
 
 def render_error(error: ApiError) -> HttpResponse:
@@ -104,7 +105,7 @@ def presented_key(meta: dict) -> str | None:
 
 
 def _authenticate(request, key: str | None) -> keys.SourceInfo:
-    source = keys.authenticate_key(key)
+    source = keys.authenticate_key(key, missing=MISSING_KEY)
     request.ingest_source = source.name
     return source
 
