@@ -372,3 +372,34 @@ def test_the_hot_path_does_no_database_query(client, gateway, django_assert_num_
 def test_the_endpoints_are_in_the_openapi_document(client):
     paths = client.get("/api/v1/openapi.json").json()["paths"]
     assert {"/v1/batch", "/v1/track", "/v1/alias"} <= set(paths)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        b"\xff\xfe",
+        b'"s"',
+        b"null",
+        b'{"batch": null}',
+        b"[" * 5000 + b"]" * 5000,
+        b'{"batch": [' + b"[" * 5000 + b"]" * 5000 + b"]}",
+        b'{"batch": [{"type": ["track"]}]}',
+        b'{"batch": [{"type": "track"}], "writeKey": {"a": 1}}',
+        b'{"batch": [{"type": "track"}], "context": {"\\udc00": 1}}',
+        b'{"type": "track", "a": 1e999}',
+    ],
+)
+@pytest.mark.parametrize("url", ["/v1/batch", "/v1/track"])
+def test_odd_input_is_answered_in_segment_shape_never_a_5xx(client, gateway, body, url):
+    response = client.generic("POST", url, body, content_type="application/json")
+    assert response.status_code < 500, response.content
+    # A single call takes any object as its message (its type implied): only 200 is a success.
+    assert response.json()["success"] is (response.status_code == 200)
+
+
+def test_a_message_without_a_batch_context_object_keeps_its_own(client, gateway, publisher):
+    body = {"batch": [{"type": "track", "context": 5, "writeKey": "k"}], "context": {"a": 1}}
+    assert send(client, body).status_code == 200
+    [record] = publisher.records
+    assert json.loads(record.value) == {"type": "track", "context": 5}
