@@ -1,9 +1,9 @@
 """The client protocols this gateway speaks besides its own API; each module is an adapter."""
 
-from . import confluent, posthog
+from . import confluent, posthog, segment
 
 # Each module defines PROTOCOL (a base.Protocol) and urlpatterns (paths at the site root).
-PROTOCOL_MODULES = [confluent, posthog]
+PROTOCOL_MODULES = [confluent, posthog, segment]
 
 
 def protocols() -> list:
