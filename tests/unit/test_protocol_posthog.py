@@ -7,7 +7,7 @@ from urllib.parse import urlencode
 import pytest
 
 from ingest.edge.errors import ApiError
-from ingest.edge.protocols.posthog_payload import Limits, read_capture
+from ingest.edge.protocols.posthog.payloads import Limits, read_capture
 from tests.unit.sources import make_source
 from tests.waiting import wait_until
 

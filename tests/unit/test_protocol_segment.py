@@ -7,7 +7,7 @@ import pytest
 
 from ingest.edge.errors import ApiError
 from ingest.edge.protocols import base
-from ingest.edge.protocols import segment_messages as messages
+from ingest.edge.protocols.segment import messages
 from tests.unit.sources import make_source
 
 LIMITS = {"max_id_length": 128, "max_record_bytes": 1_048_576}

@@ -1,8 +1,11 @@
 """The client protocols this gateway speaks besides its own API; each module is an adapter."""
 
-from . import confluent, posthog, segment
+from .confluent import views as confluent
+from .posthog import views as posthog
+from .segment import views as segment
 
-# Each module defines PROTOCOL (a base.Protocol) and urlpatterns (paths at the site root).
+# Each adapter's views module defines PROTOCOL (a base.Protocol) and urlpatterns (paths at the
+# site root).
 PROTOCOL_MODULES = [confluent, posthog, segment]
 
 

@@ -9,12 +9,12 @@ from dataclasses import replace
 from django.conf import settings
 from django.urls import path
 
-from ...control import keys, stats
-from ...pipeline import accept
-from .. import bodies, parsing
-from . import confluent_reports as reports
-from .base import Protocol, protocol_view
-from .confluent_errors import (
+from ....control import keys, stats
+from ....pipeline import accept
+from ... import bodies, parsing
+from ..base import Protocol, protocol_view
+from . import reports
+from .errors import (
     V2_CONTENT_TYPE,
     V3_CONTENT_TYPE,
     ConfluentError,
@@ -23,8 +23,8 @@ from .confluent_errors import (
     render_v2_error,
     render_v3_error,
 )
-from .confluent_openapi import PATHS
-from .confluent_records import V3Record, parse_v2, parse_v3_record, split_v3_stream, v2_format
+from .openapi import PATHS
+from .records import V3Record, parse_v2, parse_v3_record, split_v3_stream, v2_format
 
 # The topic is always the path's; there is no default to fall back on.
 PROTOCOL = Protocol(

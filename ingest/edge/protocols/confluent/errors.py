@@ -4,8 +4,8 @@ import json
 
 from django.http import HttpResponse
 
-from ..errors import ApiError
-from .base import with_retry_after
+from ...errors import ApiError
+from ..base import with_retry_after
 
 V2_CONTENT_TYPE = "application/vnd.kafka.v2+json"
 V3_CONTENT_TYPE = "application/json"

@@ -3,9 +3,9 @@ and the one cluster v3 lists."""
 
 import json
 
-from ...pipeline.accept import Acceptance
-from .confluent_errors import KAFKA_ERROR, v3_error_code
-from .confluent_records import V3Record
+from ....pipeline.accept import Acceptance
+from .errors import KAFKA_ERROR, v3_error_code
+from .records import V3Record
 
 
 def pending_note(receipt_id: str) -> str:

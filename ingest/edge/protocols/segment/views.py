@@ -13,11 +13,12 @@ from django.conf import settings
 from django.http import HttpResponse
 from django.urls import path
 
-from ...control import keys
-from ...pipeline import accept
-from .. import bodies, parsing
-from ..errors import ApiError, json_response
-from . import base, segment_messages, segment_openapi
+from ....control import keys
+from ....pipeline import accept
+from ... import bodies, parsing
+from ...errors import ApiError, json_response
+from .. import base
+from . import messages, openapi
 
 # Segment answers its size limits with 400 Bad Request, which its SDKs never retry.
 SIZE_LIMIT_STATUS = 400
@@ -38,7 +39,7 @@ PROTOCOL = base.Protocol(
     name="segment",
     default_topic="segment",
     render_error=render_error,
-    openapi_paths=segment_openapi.PATHS,
+    openapi_paths=openapi.PATHS,
 )
 
 
@@ -47,8 +48,8 @@ def post_batch(request):
     """Accept a batch of messages of any type."""
     return _accept(
         request,
-        max_bytes=segment_messages.MAX_BATCH_BYTES,
-        parse=segment_messages.parse_batch,
+        max_bytes=messages.MAX_BATCH_BYTES,
+        parse=messages.parse_batch,
     )
 
 
@@ -57,8 +58,8 @@ def _single_call_view(message_type: str):
     def post_message(request):
         return _accept(
             request,
-            max_bytes=segment_messages.MAX_MESSAGE_BYTES,
-            parse=functools.partial(segment_messages.parse_single, message_type=message_type),
+            max_bytes=messages.MAX_MESSAGE_BYTES,
+            parse=functools.partial(messages.parse_single, message_type=message_type),
         )
 
     post_message.__doc__ = f"Accept one {message_type} message."
@@ -119,7 +120,7 @@ def _authorize(request, source: keys.SourceInfo) -> None:
     request.ingest_topic = topic  # stats count a topic only once it is valid and authorized
 
 
-def _parse(parse, body: bytes) -> segment_messages.SegmentBody:
+def _parse(parse, body: bytes) -> messages.SegmentBody:
     return parse(
         body,
         max_id_length=settings.INGEST_MAX_ID_LENGTH,
@@ -129,5 +130,5 @@ def _parse(parse, body: bytes) -> segment_messages.SegmentBody:
 
 urlpatterns = [path("v1/batch", post_batch, name="segment-batch")] + [
     path(f"v1/{message_type}", _single_call_view(message_type), name=f"segment-{message_type}")
-    for message_type in segment_messages.MESSAGE_TYPES
+    for message_type in messages.MESSAGE_TYPES
 ]

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 
 import msgspec
 
-from ...ids import uuid7
-from ...records import Event
-from ..errors import ApiError, bad_request
-from ..parsing import RECORD_OVERHEAD_BYTES, event_too_large
-from ..rejections import rejection
+from ....ids import uuid7
+from ....records import Event
+from ...errors import ApiError, bad_request
+from ...parsing import RECORD_OVERHEAD_BYTES, event_too_large
+from ...rejections import rejection
 
 MESSAGE_TYPES = ("identify", "track", "page", "screen", "group", "alias")
 # Segment's documented limits: 32 KB a message (a single call's whole body), 500 KB a batch

@@ -4,11 +4,12 @@ from django.conf import settings
 from django.http import HttpResponse
 from django.urls import path
 
-from ...control import keys
-from ...pipeline import accept
-from .. import bodies
-from ..errors import ApiError, json_response
-from . import base, posthog_openapi, posthog_payload
+from ....control import keys
+from ....pipeline import accept
+from ... import bodies
+from ...errors import ApiError, json_response
+from .. import base
+from . import openapi, payloads
 
 # PostHog's error `type`s (drf-exceptions-hog) by status; other 4xx are "invalid_request".
 ERROR_TYPES = {
@@ -42,7 +43,7 @@ PROTOCOL = base.Protocol(
     name="posthog",
     default_topic="posthog",
     render_error=render_error,
-    openapi_paths=posthog_openapi.paths(posthog_openapi.CAPTURE_PATHS),
+    openapi_paths=openapi.paths(openapi.CAPTURE_PATHS),
 )
 
 
@@ -52,11 +53,11 @@ def capture(request):
     # The key is inside the body: read and parse it first, then authenticate and rate-limit.
     request.ingest_topic = ""
     body = bodies.read_unauthenticated_body(request)
-    payload = posthog_payload.read_capture(
+    payload = payloads.read_capture(
         body,
         content_type=request.META.get("CONTENT_TYPE", ""),
         compression=request.GET.get("compression", ""),
-        limits=posthog_payload.Limits(
+        limits=payloads.Limits(
             max_events=settings.INGEST_MAX_EVENTS_PER_REQUEST,
             max_id_length=settings.INGEST_MAX_ID_LENGTH,
             max_record_bytes=settings.KAFKA_MAX_REQUEST_SIZE,
@@ -79,6 +80,6 @@ def capture(request):
 # where Django would otherwise redirect a POST.
 urlpatterns = [
     path(route.strip("/") + slash, capture)
-    for route in posthog_openapi.CAPTURE_PATHS
+    for route in openapi.CAPTURE_PATHS
     for slash in ("/", "")
 ]

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 
 import msgspec
 
-from ...ids import uuid7
-from ...records import Event
-from ..parsing import RECORD_OVERHEAD_BYTES, too_many_events
-from .confluent_errors import JSON_CONVERSION, ConfluentError
+from ....ids import uuid7
+from ....records import Event
+from ...parsing import RECORD_OVERHEAD_BYTES, too_many_events
+from .errors import JSON_CONVERSION, ConfluentError
 
 V2_FORMATS = {
     "application/vnd.kafka.json.v2+json": "JSON",

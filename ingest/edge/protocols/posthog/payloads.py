@@ -14,10 +14,10 @@ from urllib.parse import parse_qs
 
 import msgspec
 
-from ...ids import uuid7
-from ...records import Event
-from ..errors import ApiError, bad_request
-from ..parsing import (
+from ....ids import uuid7
+from ....records import Event
+from ...errors import ApiError, bad_request
+from ...parsing import (
     GZIP_MAGIC,
     JSON_WHITESPACE,
     RECORD_OVERHEAD_BYTES,
@@ -25,7 +25,7 @@ from ..parsing import (
     gunzip,
     split_events,
 )
-from ..rejections import rejection
+from ...rejections import rejection
 
 FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
 GZIP_COMPRESSIONS = frozenset({"gzip", "gzip-js"})

@@ -1,6 +1,6 @@
 """The OpenAPI 3 paths of Segment's HTTP Tracking API, merged into /api/v1/openapi.json."""
 
-from .segment_messages import MAX_BATCH_BYTES, MAX_BATCH_MESSAGES, MAX_MESSAGE_BYTES, MESSAGE_TYPES
+from .messages import MAX_BATCH_BYTES, MAX_BATCH_MESSAGES, MAX_MESSAGE_BYTES, MESSAGE_TYPES
 
 TAG = "Segment HTTP Tracking API"
 SECURITY = [{"segmentBasic": []}, {}]
