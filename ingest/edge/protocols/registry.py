@@ -1,7 +1,9 @@
 """The client protocols this gateway speaks besides its own API; each module is an adapter."""
 
+from . import snowplow
+
 # Each module defines PROTOCOL (a base.Protocol) and urlpatterns (paths at the site root).
-PROTOCOL_MODULES = []
+PROTOCOL_MODULES = [snowplow]
 
 
 def protocols() -> list:
