@@ -12,9 +12,8 @@ from ...control.keys import SourceInfo
 from ...pipeline import accept
 from .. import bodies, parsing
 from ..errors import ApiError
-from . import base, snowplow_openapi
-from .snowplow_payload import APP_ID_PLACEHOLDER, TrackerEvent, event_from_query, events_by_topic
-from .snowplow_payload import events_from_body as parse_body
+from . import base, snowplow_openapi, snowplow_payload
+from .snowplow_payload import APP_ID_PLACEHOLDER, TrackerEvent
 
 ACK_HEADER = "HTTP_X_INGEST_ACK"
 TEXT = "text/plain; charset=utf-8"
@@ -54,7 +53,7 @@ def post_events(request, key: str | None = None):
     source, topic = _source_and_topic(request, key)
     ack = accept.parse_ack_level(request.META.get(ACK_HEADER))
     parsing.check_content_type(request.META.get("CONTENT_TYPE", ""))
-    events = parse_body(
+    events = snowplow_payload.events_from_body(
         bodies.read_request_body(request, source=source),
         max_events=settings.INGEST_MAX_EVENTS_PER_REQUEST,
         max_id_length=settings.INGEST_MAX_ID_LENGTH,
@@ -70,7 +69,7 @@ def pixel(request, key: str | None = None):
     source, topic = _source_and_topic(request, key)
     ack = accept.parse_ack_level(request.META.get(ACK_HEADER))
     # A repeated parameter keeps its last value, as Django reads it: events are string maps.
-    event = event_from_query(
+    event = snowplow_payload.event_from_query(
         request.GET.dict(),
         max_id_length=settings.INGEST_MAX_ID_LENGTH,
         max_record_bytes=settings.KAFKA_MAX_REQUEST_SIZE,
@@ -121,7 +120,7 @@ def _accept(
     request, *, source: SourceInfo, topic: str, events: list[TrackerEvent], ack: str
 ) -> None:
     """Accept the events, one call per topic when the topic names each event's `aid`."""
-    grouped = events_by_topic(events, topic=topic)
+    grouped = snowplow_payload.events_by_topic(events, topic=topic)
     if APP_ID_PLACEHOLDER in topic:
         for routed in grouped:
             _authorize(source, routed)
