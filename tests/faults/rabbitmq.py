@@ -10,6 +10,8 @@ from pathlib import Path
 from ingestsite import embedded
 from tests.stack import free_port
 
+from .procs import descendants
+
 RABBITMQ_SERVER = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 30.0
@@ -81,6 +83,19 @@ class PrivateRabbitMQ:
             # The script is the group leader of the node it started: kill that group only.
             os.killpg(self.process.pid, signal.SIGKILL)
             return self.process.wait(5)
+
+    def pause(self) -> None:
+        """Freeze the node (SIGSTOP to the script and the VM below it): connections stay open
+        and nothing answers, as with a broker stuck in a long GC or a lost network path."""
+        for pid in self._tree():
+            os.kill(pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        for pid in self._tree():
+            os.kill(pid, signal.SIGCONT)
+
+    def _tree(self) -> list[int]:
+        return [self.process.pid, *descendants(self.process.pid)]
 
     def remove_data(self) -> None:
         """Delete the node's message store; its logs stay with the test's artifacts."""

@@ -7,7 +7,7 @@ import pytest
 
 from ingest import admin as ingest_admin
 from ingest.control import dead_letters as dead_letter_replay
-from ingest.control import keys
+from ingest.control import keys, stats
 from ingest.models import DeadLetter, DeliveryOutcome, Source
 from ingest.records import BatchRecord
 from tests.unit.sources import make_source, post
@@ -141,3 +141,40 @@ def test_rotating_a_key_in_the_admin_retires_the_old_one(admin_client, client, g
     (new_key,) = [message.rsplit(": ", 1)[1] for message in messages if "API key" in message]
     assert post(client, {"n": 1}, HTTP_X_API_KEY=old_key).status_code == 401
     assert post(client, {"n": 1}, HTTP_X_API_KEY=new_key).status_code == 202
+
+
+def test_admin_stats_page_breaks_counts_down_by_protocol_and_source(admin_client, recorder):
+    stats.count_accepted(topic="web", source="shop", protocol="segment", events=7, nbytes=70)
+    stats.count_accepted(topic="web", source="", protocol="native", events=2, nbytes=20)
+    stats.count_rejected(topic="web", source="shop", protocol="segment", code="rate_limited")
+    stats.count_delivered(
+        records=[BatchRecord("web", "a", None, "{}", "shop", "segment")] * 6,
+        accepted_at=time.time(),
+    )
+    recorder.flush()
+    page = admin_client.get("/admin/ingest/eventstat/").content.decode()
+    segment_row = page.split('data-protocol="segment" data-source="shop"')[1].split("</tr>")[0]
+    assert '<td class="accepted">7</td>' in segment_row
+    assert '<td class="rejected">1</td>' in segment_row
+    assert '<td class="delivered">6</td>' in segment_row
+    native_row = page.split('data-protocol="native" data-source="(anonymous)"')[1].split("</tr>")[0]
+    assert '<td class="accepted">2</td>' in native_row
+
+
+def test_a_binary_dead_letter_is_previewed_as_hex_and_replayed_as_its_bytes(
+    admin_client, monkeypatch
+):
+    DeadLetter.objects.create(
+        batch_id="b9",
+        topic="raw",
+        reason="MessageSizeTooLargeError",
+        event_ids=["e9"],
+        records=[["e9", {"base64": "AAE="}, {"base64": "/wA="}, "shop", "confluent"]],
+    )
+    assert b"&lt;2 bytes&gt; ff00" in admin_client.get(CHANGELIST).content
+    replayed = []
+    monkeypatch.setattr(
+        dead_letter_replay, "enqueue_records", lambda *, records: replayed.extend(records)
+    )
+    dead_letter_replay.replay_dead_letters(dead_letters=DeadLetter.objects.all())
+    assert replayed == [BatchRecord("raw", "e9", b"\x00\x01", b"\xff\x00", "shop", "confluent")]

@@ -35,3 +35,28 @@ def test_create_source_needs_topics_and_star_allows_every_topic(client, gateway,
     key = out.getvalue().strip()
     assert post(client, {"n": 1}, HTTP_X_API_KEY=key).status_code == 202
     assert post(client, {"n": 1}, url="/api/v1/events/other", HTTP_X_API_KEY=key).status_code == 202
+
+
+@pytest.mark.django_db
+def test_create_source_sets_a_topic_per_protocol():
+    call_command(
+        "create_source",
+        "web",
+        "--topics",
+        "site,app",
+        "--protocol-topic",
+        "segment=site",
+        "--protocol-topic=snowplow=app",
+        stdout=StringIO(),
+    )
+    assert Source.objects.get(name="web").protocol_topics == {"segment": "site", "snowplow": "app"}
+    with pytest.raises(CommandError, match="PROTOCOL=TOPIC"):
+        call_command(
+            "create_source",
+            "bad",
+            "--topics",
+            "a",
+            "--protocol-topic",
+            "segment",
+            stdout=StringIO(),
+        )

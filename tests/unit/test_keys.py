@@ -299,3 +299,33 @@ def test_a_source_without_topics_may_send_to_none(client, gateway, fresh_keys):
     response = post(client, {"n": 1}, HTTP_X_API_KEY=key)
     assert response.status_code == 403
     assert response.json()["code"] == "forbidden_topic"
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ("Basic d3JpdGUta2V5Og==", ("write-key", "")),  # "write-key:"
+        ("basic dXNlcjpwYTpzcw==", ("user", "pa:ss")),  # a password may hold a colon
+        ("Basic not-base64!", None),
+        ("Bearer d3JpdGUta2V5Og==", None),
+        ("", None),
+    ],
+)
+def test_basic_credentials_are_read_from_the_authorization_header(header, expected):
+    assert keys.basic_credentials({"HTTP_AUTHORIZATION": header}) == expected
+
+
+@pytest.mark.django_db
+def test_a_key_from_anywhere_in_a_request_finds_its_source(fresh_keys):
+    _, key = make_source(name="shop", protocol_topics={"segment": "web"})
+    source = keys.authenticate_key(key)
+    assert (source.name, source.protocol_topics) == ("shop", {"segment": "web"})
+    with pytest.raises(keys.Unauthorized, match="not valid"):
+        keys.authenticate_key("wrong")
+    with pytest.raises(keys.Unauthorized, match="writeKey"):
+        keys.authenticate_key("", missing="send your writeKey")
+
+
+def test_no_key_is_anonymous_where_keys_are_optional(settings):
+    settings.INGEST_REQUIRE_API_KEYS = False
+    assert keys.authenticate_key(None) is keys.ANONYMOUS

@@ -57,3 +57,25 @@ def test_metric_totals_add_settled_and_recent_minutes(recorder, monkeypatch):
     recorder.add(topic="u", source="", values={"delivered": 1}, at=time.time())
     recorder.flush()
     assert metrics._Totals().get()["delivered"] == totals.get()["delivered"] == 10
+
+
+@pytest.mark.django_db
+def test_metrics_count_events_by_protocol_and_outcome(client, recorder, monkeypatch):
+    monkeypatch.setattr(metrics, "totals", metrics._Totals())
+    for protocol, accepted in (("native", 3), ("segment", 5)):
+        stats.count_accepted(
+            topic="t", source="s", protocol=protocol, events=accepted, nbytes=10 * accepted
+        )
+    stats.count_rejected(topic="t", source="s", protocol="segment", code="unauthorized")
+    stats.count_delivered(
+        records=[BatchRecord("t", "a", None, "{}", "s", "segment")] * 4, accepted_at=time.time()
+    )
+    stats.count_dead_lettered(records=[BatchRecord("t", "b", None, "{}", "s", "posthog")])
+    recorder.flush()
+    text = client.get("/metrics").content.decode()
+    assert 'ingest_protocol_events_total{protocol="native",outcome="accepted"} 3' in text
+    assert 'ingest_protocol_events_total{protocol="segment",outcome="accepted"} 5' in text
+    assert 'ingest_protocol_events_total{protocol="segment",outcome="rejected"} 1' in text
+    assert 'ingest_protocol_events_total{protocol="segment",outcome="delivered"} 4' in text
+    assert 'ingest_protocol_events_total{protocol="posthog",outcome="dead_lettered"} 1' in text
+    assert "ingest_events_accepted_total 8" in text

@@ -1,9 +1,9 @@
 """The client protocols this gateway speaks besides its own API; each module is an adapter."""
 
-from . import snowplow
+from . import confluent, posthog, snowplow
 
 # Each module defines PROTOCOL (a base.Protocol) and urlpatterns (paths at the site root).
-PROTOCOL_MODULES = [snowplow]
+PROTOCOL_MODULES = [confluent, posthog, snowplow]
 
 
 def protocols() -> list:
