@@ -10,8 +10,9 @@ from snowplow_tracker import Emitter
 from snowplow_tracker.emitters import PAYLOAD_DATA_SCHEMA
 from snowplow_tracker.events import PageView
 
+from tests.protocols import snowplow_sdk
 from tests.protocols.conftest import SdkSource, create_source
-from tests.protocols.drivers import snowplow_get, snowplow_post, snowplow_sdk
+from tests.protocols.drivers import snowplow_get, snowplow_post
 from tests.protocols.ledger import wait_for_ids
 
 pytestmark = pytest.mark.integration

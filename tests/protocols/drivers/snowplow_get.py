@@ -1,6 +1,6 @@
 """Outage driver: the snowplow-tracker SDK's GET (pixel) emitter, its key in the path."""
 
-from tests.protocols.drivers import snowplow_sdk
+from tests.protocols import snowplow_sdk
 
 PROTOCOL = snowplow_sdk.PROTOCOL
 

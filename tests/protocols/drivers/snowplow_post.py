@@ -1,6 +1,6 @@
 """Outage driver: the snowplow-tracker SDK's POST emitter, its key in an Authorization header."""
 
-from tests.protocols.drivers import snowplow_sdk
+from tests.protocols import snowplow_sdk
 
 PROTOCOL = snowplow_sdk.PROTOCOL
 
