@@ -30,9 +30,8 @@ def fresh_ids(count: int) -> list[str]:
 def sources(sdk_stack) -> dict[str, SdkSource]:
     """Every source this module sends as, made before the gateway reads its first key.
 
-    Each server process loads the source table at its first keyed request, then only every
-    INGEST_KEY_CACHE_TTL_S; the SDK never retries a 401, so a source made later would fail its
-    events until then.
+    A server process learns of a later source only at its next source-table reload
+    (INGEST_KEY_CACHE_TTL_S), and the SDK never retries the 401 it gets meanwhile.
     """
     made = {
         use: create_source(sdk_stack, protocol_topics={"snowplow": "{topic}"})
