@@ -293,6 +293,9 @@ INGEST_KEY_CACHE_TTL_S = env_float("INGEST_KEY_CACHE_TTL_S", 15.0)
 INGEST_KEY_CACHE_STALE_GRACE_S = env_float("INGEST_KEY_CACHE_STALE_GRACE_S", 300.0)
 # ...and a reload is tried at most this often, by one request thread.
 INGEST_KEY_CACHE_RETRY_S = env_float("INGEST_KEY_CACHE_RETRY_S", 1.0)
+# An unknown key reloads a table at least this old: a new source's key works at once, and
+# invented keys cost at most one query per interval and process.
+INGEST_KEY_CACHE_MISS_RELOAD_S = env_float("INGEST_KEY_CACHE_MISS_RELOAD_S", 1.0)
 # A source's token buckets hold this many seconds of its rate (its allowed burst).
 INGEST_RATE_BURST_S = env_float("INGEST_RATE_BURST_S", 1.0)
 # Count events per minute, topic and source in memory and add them to the database this often.

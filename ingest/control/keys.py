@@ -74,6 +74,10 @@ class KeyCache:
     it is tried again at most once per `retry_s`, by one thread, while the others answer from
     the stale table. Without a usable table (never loaded, or stale past the grace) a lookup
     raises SourcesUnavailable; a thread waits at most `cold_wait_s` for another one's load.
+
+    A key the table does not know reloads it if it is at least `miss_reload_s` old, so a source
+    created a moment ago is known at once, and keys nobody has cost at most one query per
+    `miss_reload_s`.
     """
 
     def __init__(
@@ -84,12 +88,14 @@ class KeyCache:
         stale_grace_s: float = 0.0,
         retry_s: float = 1.0,
         cold_wait_s: float = 5.0,
+        miss_reload_s: float = 1.0,
     ):
         self._ttl_s = ttl_s
         self._load = load
         self._stale_grace_s = stale_grace_s
         self._retry_s = retry_s
         self._cold_wait_s = cold_wait_s
+        self._miss_reload_s = miss_reload_s
         self._sources: dict[str, SourceInfo] | None = None
         self._loaded_at = float("-inf")
         self._fresh_until = float("-inf")
@@ -105,18 +111,26 @@ class KeyCache:
             sources = self._load_or_wait()
         elif now > self._fresh_until and now >= self._next_attempt_at:
             sources = self._refresh_in_passing()
-        return sources.get(key_hash)
+        source = sources.get(key_hash)
+        if source is None and self._may_reload_after_miss(now):
+            source = self._refresh_in_passing(after_miss=True).get(key_hash)
+        return source
+
+    def _may_reload_after_miss(self, now: float) -> bool:
+        return now - self._loaded_at >= self._miss_reload_s and now >= self._next_attempt_at
 
     def invalidate(self) -> None:
         """Reload with the next lookup; the current table stays usable meanwhile."""
         self._fresh_until = float("-inf")
         self._next_attempt_at = float("-inf")
 
-    def _refresh_in_passing(self) -> dict[str, SourceInfo]:
+    def _refresh_in_passing(self, *, after_miss: bool = False) -> dict[str, SourceInfo]:
         # One thread reloads; the others keep answering from the stale table meanwhile.
         if self._refresh_lock.acquire(blocking=False):
             try:
-                if time.monotonic() > self._fresh_until:
+                now = time.monotonic()
+                due = self._may_reload_after_miss(now) if after_miss else now > self._fresh_until
+                if due:
                     self._try_load()
             finally:
                 self._refresh_lock.release()
@@ -193,6 +207,7 @@ def get_cache() -> KeyCache:
         retry_s=settings.INGEST_KEY_CACHE_RETRY_S,
         # A first load waits for the database no longer than its connect timeout.
         cold_wait_s=settings.DATABASE_CONNECT_TIMEOUT_S,
+        miss_reload_s=settings.INGEST_KEY_CACHE_MISS_RELOAD_S,
     )
 
 

@@ -38,8 +38,7 @@ def sdk_stack(kafka_address, request):
     stack = Stack(
         kafka_address=kafka_address,
         log_dir=ARTIFACTS / f"{module}-{uuid.uuid4().hex[:6]}",
-        # A source made for a test is known to the server within a second, not a cache TTL.
-        extra_env={"LOG_LEVEL": "WARNING", "INGEST_KEY_CACHE_TTL_S": "1"},
+        extra_env={"LOG_LEVEL": "WARNING"},
     )
     try:
         stack.start_server()

@@ -43,6 +43,25 @@ def test_key_cache_loads_the_table_once_per_ttl(monkeypatch):
     assert len(loads) == 3
 
 
+def test_an_unknown_key_reloads_a_table_older_than_the_miss_interval(clock):
+    loader = FakeLoader()
+    cache = degrading_cache(loader, miss_reload_s=1)
+    assert cache.lookup("new") is None
+    assert loader.calls == 1  # just loaded: a miss does not reload at once
+    loader.table["new"] = SHOP  # a source created a moment later
+    clock[0] += 1.5
+    assert cache.lookup("new") is SHOP  # known within the interval, not the 10 s TTL
+    assert loader.calls == 2
+    for _ in range(50):  # invented keys: at most one reload per interval
+        assert cache.lookup("invented") is None
+    assert loader.calls == 2
+    clock[0] += 1.5
+    loader.error = OperationalError("connection refused")
+    assert cache.lookup("invented") is None  # a failed miss reload keeps the table
+    assert cache.lookup("new") is SHOP
+    assert loader.calls == 3
+
+
 SHOP = keys.SourceInfo(
     name="shop", topics=frozenset(), max_events_per_s=None, max_bytes_per_s=None, every_topic=True
 )
