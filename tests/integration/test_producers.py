@@ -34,6 +34,8 @@ def records_for(topic: str, count: int) -> list:
             f"ev-{uuid.uuid4().hex[:8]}-{n}",
             None if n % 4 == 0 else f"user-{n % 3}",
             json.dumps({"n": n}),
+            "shop",
+            "segment" if n % 2 else "native",
         )
         for n in range(count)
     ]
@@ -51,11 +53,27 @@ def test_records_read_back_with_event_id_key_value_at_the_returned_offsets(clien
         record.event_id: record
         for record in read_topic(topic=topic, idle_timeout_s=2, bootstrap_servers=[kafka_address])
     }
-    assert set(found) == {event_id for _, event_id, _, _ in records}
-    for (_, event_id, key, value), (partition, offset) in zip(records, offsets, strict=True):
-        assert found[event_id].key == key
-        assert found[event_id].value == json.loads(value)
-        assert (found[event_id].partition, found[event_id].offset) == (partition, offset)
+    assert set(found) == {record.event_id for record in records}
+    for record, (partition, offset) in zip(records, offsets, strict=True):
+        read = found[record.event_id]
+        assert read.key == record.key
+        assert read.value == json.loads(record.value)
+        assert (read.partition, read.offset) == (partition, offset)
+        assert read.headers == {
+            "event-id": record.event_id.encode(),
+            "source": b"shop",
+            "protocol": record.protocol.encode(),
+        }
+
+
+def test_binary_keys_and_values_are_produced_as_their_raw_bytes(client, kafka_address):
+    topic = f"producer-binary-{client}-{uuid.uuid4().hex[:8]}"
+    record = BatchRecord(topic, "ev-bin", b"\xff\x00k", b"\x80\x81raw", "", "confluent")
+    (offset,) = producers.produce(records=[record], timeout=15)
+    assert isinstance(offset, list)
+    (read,) = read_topic(topic=topic, idle_timeout_s=2, bootstrap_servers=[kafka_address])
+    assert read.raw_value == b"\x80\x81raw"
+    assert read.headers["protocol"] == b"confluent"
 
 
 def test_a_frozen_broker_gives_a_transient_failure_in_time_then_delivery_resumes(
@@ -80,7 +98,7 @@ def test_a_frozen_broker_gives_a_transient_failure_in_time_then_delivery_resumes
         record.event_id
         for record in read_topic(topic=topic, idle_timeout_s=2, bootstrap_servers=[tansu.address])
     }
-    assert {event_id for _, event_id, _, _ in records} <= found
+    assert {record.event_id for record in records} <= found
 
 
 def test_a_record_larger_than_kafka_takes_fails_permanently(client):
