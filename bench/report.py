@@ -92,7 +92,7 @@ def protocol_rows(results: dict) -> list[dict]:
                 "p50_ms": summary["percentiles_ms"]["50"],
                 "p99_ms": summary["percentiles_ms"]["99"],
                 "non_2xx": summary["requests"] - summary["ok"],
-                "kafka": _kafka(cell),
+                "kafka": kafka_summary(cell),
                 "kafka_ok": bool(kafka and kafka["ok"]),
                 "lost": kafka["lost"] if kafka else None,
             }
@@ -363,16 +363,23 @@ def _cpu(summary: dict) -> str:
     )
 
 
-def _kafka(item: dict) -> str:
+def kafka_summary(item: dict) -> str:
+    """Accepted ids found in Kafka over accepted ids, and what went wrong, in a few words."""
     kafka = item.get("kafka")
     if kafka is None:
         return "n/a"
-    mark = "" if kafka["ok"] else f" MISSING {kafka['lost']:,}"
+    found, expected = kafka["found"], kafka["expected"]
+    problems = [f"MISSING {kafka['lost']:,}"] if kafka["lost"] else []
     if kafka.get("not_sent"):
-        mark += f", {kafka['not_sent']:,} ids never sent"
-    if mark and not kafka.get("queue_drained", True):
-        mark += " (queue never drained: still in RabbitMQ)"
-    return f"{kafka['found']:,}/{kafka['expected']:,}{mark}" + (
+        problems.append(f"{kafka['not_sent']:,} ids never sent")
+    if kafka.get("partial_requests"):
+        problems.append(f"{kafka['partial_requests']:,} requests only partly in Kafka")
+    if problems and not kafka.get("queue_drained", True):
+        problems.append("queue never drained: still in RabbitMQ")
+    mark = "".join(f", {problem}" for problem in problems)[1:]
+    if found > expected:  # a protocol's requests still in flight when wrk stopped
+        mark += f" (+{found - expected:,} of requests in flight at the end)"
+    return f"{min(found, expected):,}/{expected:,}{mark}" + (
         f" ({kafka['duplicates']} dup)" if kafka["duplicates"] else ""
     )
 
@@ -400,7 +407,7 @@ def _cell_rows(cells: list[dict]) -> list[list]:
                 _statuses(s),
                 (f"{max(drains):.1f}" if drains else "")
                 + (f" ({undrained} did not drain)" if undrained else ""),
-                _kafka(cell),
+                kafka_summary(cell),
             ]
         )
     return rows
@@ -662,7 +669,7 @@ def _open_loop_section(results: dict) -> str:
                 f"{s['late_sends']:,}",
                 _ms(s.get("max_schedule_lag_ms")),
                 escape(", ".join(f"{k}: {v:,}" for k, v in s["statuses"].items())),
-                _kafka(item),
+                kafka_summary(item),
             ]
         )
         series = s["series"]
@@ -783,7 +790,6 @@ def markdown(results: dict) -> str:
     ]
     for cell in results["cells"]:
         s, p = cell["summary"], cell["summary"]["percentiles_ms"]
-        kafka = cell.get("kafka")
         end_to_end = s.get("end_to_end_events_per_s")
         cpu = s.get("cpu", {}).get("server_ms_per_request")
         apdex = s["apdex"]
@@ -794,7 +800,7 @@ def markdown(results: dict) -> str:
             f"{'n/a' if apdex is None else f'{apdex:.2f}'} | "
             f"{s['requests'] - s['ok']} | "
             f"{'' if cpu is None else f'{cpu:.2f}'} | "
-            + (f"{kafka['found']:,}/{kafka['expected']:,} |" if kafka else "n/a |")
+            f"{kafka_summary(cell)} |"
         )
     lines += [
         "",
