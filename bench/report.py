@@ -525,7 +525,9 @@ take; latency counts from each request's <i>intended</i> send time, so a stall s
 <li>Scenarios: <code>GET /api/v1/show/?id=...</code> (the seed's tiny tracking-pixel query; it
 carries only the event id, about 25 bytes), a single-event POST of about 200 bytes, a batch POST
 of 100 such events (about 20 kB); each at 50 and 200 connections; ack level <code>durable</code>
-(the default: 202 only after RabbitMQ confirmed the batch). Production mode requires API keys:
+(the default: 202 only after RabbitMQ confirmed the batch); for <code>ours</code> only, one
+batch scenario per client protocol (see "Client protocols vs native API"). Production mode
+requires API keys:
 each variant's database gets a source without rate limits and every request carries its
 <code>X-Api-Key</code>.</li>
 <li>Every variant runs at once on services of the bench's own (one Tansu, a PostgreSQL database
