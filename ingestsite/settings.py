@@ -93,9 +93,9 @@ INGEST_FAST_PATHS = (
         "/api/v1/events/",
         "/api/v1/show/",
         "/v1/",
-        "/batch/",
-        "/capture/",
-        "/e/",
+        "/batch",
+        "/capture",
+        "/e",
         "/i",
         "/com.snowplowanalytics.snowplow/",
         "/snowplow/",
@@ -205,6 +205,8 @@ if KAFKA_CLIENT not in ("kafka-python", "confluent") and "." not in KAFKA_CLIENT
 KAFKA_BOOTSTRAP_SERVERS = env_list("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:19092")
 KAFKA_DEFAULT_TOPIC = env_str("KAFKA_DEFAULT_TOPIC", "events")
 KAFKA_TOPIC_ALLOWLIST = env_list("KAFKA_TOPIC_ALLOWLIST")
+# The one cluster id Confluent REST Proxy v3 clients name in their URLs (docs/PROTOCOLS.md).
+KAFKA_CLUSTER_ID = env_str("KAFKA_CLUSTER_ID", "ingest-gateway")
 KAFKA_TOPIC_PATTERN = env_str("KAFKA_TOPIC_PATTERN", r"[A-Za-z0-9][A-Za-z0-9._-]{0,248}")
 KAFKA_COMPRESSION_TYPE = env_str("KAFKA_COMPRESSION_TYPE", "none")
 KAFKA_LINGER_MS = env_int("KAFKA_LINGER_MS", 5)

@@ -123,20 +123,24 @@ def test_keys_quotas_and_stats_match_what_the_client_saw(keyed_stack):
         stack,
         {
             ("loader", "accepted"): accepted,
-            ("", "delivered"): accepted + limited["accepted"],
+            ("loader", "delivered"): accepted,
+            ("limited", "delivered"): limited["accepted"],
             ("", "rejected:unauthorized"): WRONG_KEY_REQUESTS + 1,
             ("limited", "rejected:rate_limited"): limited["refused"],
         },
     )
     assert totals[("loader", "accepted")] == accepted
     assert totals[("limited", "accepted")] == limited["accepted"]
-    assert totals[("", "delivered")] == accepted + limited["accepted"]
+    # Delivered events are counted under the source that sent them.
+    assert totals[("loader", "delivered")] == accepted
+    assert totals[("limited", "delivered")] == limited["accepted"]
+    assert ("", "delivered") not in totals
     assert totals[("", "rejected:unauthorized")] == WRONG_KEY_REQUESTS + 1
     assert totals[("loader", "rejected:forbidden_topic")] == 1
     assert totals[("limited", "rejected:rate_limited")] == limited["refused"]
     assert totals[("loader", "accepted_bytes")] > accepted * 20
     latency_events = sum(v for (_, metric), v in totals.items() if metric.startswith("latency_le"))
-    assert latency_events == totals[("", "delivered")]
+    assert latency_events == accepted + limited["accepted"]
 
     delivered = accepted + limited["accepted"]
     expected_metrics = [

@@ -82,7 +82,9 @@ def test_unreachable_kafka_is_retried_then_dead_lettered(settings):
     dead_letters = DeadLetter.objects.filter(batch_id=outcome.batch_id).order_by("id")
     assert [dead_letter.topic for dead_letter in dead_letters] == ["nowhere"] * 3
     assert [dead_letter.event_ids for dead_letter in dead_letters] == [[r[1]] for r in records]
-    assert [dead_letter.records for dead_letter in dead_letters] == [[r[1:]] for r in records]
+    assert [dead_letter.records for dead_letter in dead_letters] == [
+        [[*r[1:], "", "native"]] for r in records
+    ]
 
 
 def test_too_old_a_batch_is_dead_lettered_without_waiting(settings):

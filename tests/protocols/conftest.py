@@ -38,7 +38,8 @@ def sdk_stack(kafka_address, request):
     stack = Stack(
         kafka_address=kafka_address,
         log_dir=ARTIFACTS / f"{module}-{uuid.uuid4().hex[:6]}",
-        extra_env={"LOG_LEVEL": "WARNING"},
+        # A source made for a test is known to the server within a second, not a cache TTL.
+        extra_env={"LOG_LEVEL": "WARNING", "INGEST_KEY_CACHE_TTL_S": "1"},
     )
     try:
         stack.start_server()

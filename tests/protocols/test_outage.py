@@ -51,7 +51,8 @@ class ClientRun:
         self.url = url
         self.key = key
         self.name = driver.__name__.rsplit(".", 1)[-1]
-        self.ids = [f"{self.name}-{uuid.uuid4().hex}" for _ in range(EVENTS_PER_CLIENT)]
+        # UUIDs: PostHog's SDKs replace an event uuid that is not one with their own.
+        self.ids = [str(uuid.uuid4()) for _ in range(EVENTS_PER_CLIENT)]
         self.errors: list[str] = []
         self.skipped = ""
         self.threads: list[threading.Thread] = []

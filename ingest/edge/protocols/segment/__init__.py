@@ -1,0 +1,1 @@
+"""Segment's HTTP Tracking API (RudderStack speaks the same): /v1/batch and the single calls."""
