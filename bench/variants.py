@@ -229,7 +229,9 @@ def detect_features() -> dict[str, str | None]:
     registered = registry.read_text() if registry.exists() else ""
 
     def adapter(name: str) -> str | None:
-        if (registry.parent / f"{name}.py").exists() and name in registered:
+        # An adapter is a package (or a module) of ingest/edge/protocols named in the registry.
+        where = registry.parent
+        if ((where / name).is_dir() or (where / f"{name}.py").exists()) and name in registered:
             return None
         return f"no {name} adapter registered in ingest/edge/protocols/registry.py"
 
