@@ -637,8 +637,10 @@ def _protocol_section(results: dict) -> str:
         "answers only once Kafka acknowledged every record (the <code>delivered</code> ack "
         "level), so its latency includes the worker's delivery and it is expected to be slower. "
         "Kafka check: the answers list no ids, so every id sent is recorded; the topic must hold "
-        "at least 2xx x 100 of them and no other (Confluent's records get an id of the gateway's "
-        "own as <code>event-id</code>, so its check reads the value's <code>id</code>).</p>"
+        "at least 2xx x 100 of them, no other, and each request's ids all or none (Confluent's "
+        "records get an id of the gateway's own as <code>event-id</code>, so its check reads the "
+        "value's <code>id</code>). Requests still in flight when wrk stopped may have been "
+        'accepted too: they are shown as "+N".</p>'
         + _table(
             PROTOCOL_HEADERS,
             [_protocol_cells(row) for row in rows],
