@@ -13,6 +13,9 @@ from pathlib import Path
 WRK_SCRIPT = Path(__file__).resolve().parent / "wrk" / "load.lua"
 WRK_THREADS = 2
 WRK_EXTRA_WAIT_S = 30.0
+# load.lua modes that send a client protocol's batch; their answers list no event ids.
+PROTOCOL_MODES = ("segment", "posthog", "snowplow", "confluent")
+PROTOCOL_BATCH_SIZE = 100  # load.lua's BATCH_SIZE
 
 
 @dataclass
@@ -30,6 +33,7 @@ class WrkRun:
     mean_ms: float
     accepted_events: int
     ids_file: str
+    sent_file: str  # protocol modes: the ids of every request sent, one request a line
     load_average: float
     wrk_cpu_s: float  # CPU seconds the load generator itself used
     # One entry per answer: seconds since the run started, status, latency ms (None: unknown).
@@ -149,8 +153,12 @@ def run_wrk(
         children_before.ru_utime + children_before.ru_stime
     )
     ids_file = out.with_name(out.name + ".ids")
-    with ids_file.open() as ids:
-        accepted_events = sum(1 for _ in ids)
+    if mode in PROTOCOL_MODES:  # their answers list no ids: each 2xx accepted a whole batch
+        ok = sum(count for status, count in statuses.items() if 200 <= status < 300)
+        accepted_events = ok * PROTOCOL_BATCH_SIZE
+    else:
+        with ids_file.open() as ids:
+            accepted_events = sum(1 for _ in ids)
     done_s, status_of, latency_ms = [], [], []
     with out.with_name(out.name + ".samples").open() as samples:
         for line in samples:
@@ -171,6 +179,7 @@ def run_wrk(
         mean_ms=float(values["latency_mean_us"][0]) / 1000,
         accepted_events=accepted_events,
         ids_file=str(ids_file),
+        sent_file=str(out.with_name(out.name + ".sent")),
         load_average=os.getloadavg()[0],
         wrk_cpu_s=wrk_cpu_s,
         done_s=done_s,

@@ -1,7 +1,7 @@
 """Benchmark the gateway against other designs in one interleaved run; write HTML and JSON.
 
 make bench                      # full run, about 15 minutes on 2 cores
-make bench BENCH_ARGS=--quick   # every comparison once, briefly: about 3 minutes
+make bench BENCH_ARGS=--quick   # every comparison once, briefly: about 5 minutes
 bench/.venv/bin/python -m bench.run --help
 """
 
@@ -27,7 +27,14 @@ from ingest.control.topics import read_topic  # noqa: E402
 from tests.stack import ROOT, Tansu  # noqa: E402
 
 from . import loadgen, report, stats  # noqa: E402
-from .variants import SCENARIOS, BenchStack, Variant, all_variants, detect_features  # noqa: E402
+from .variants import (  # noqa: E402
+    CLIENT_PROTOCOLS,
+    SCENARIOS,
+    BenchStack,
+    Variant,
+    all_variants,
+    detect_features,
+)
 
 RESULTS_DIR = ROOT / "bench" / "results"
 STARTUP_PARALLELISM = 3
@@ -66,6 +73,11 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--only", nargs="+", metavar="VARIANT", help="run these variants only ('ours' is kept)"
     )
     parser.add_argument("--skip", nargs="+", default=[], metavar="VARIANT")
+    parser.add_argument(
+        "--skip-protocols",
+        action="store_true",
+        help="leave out the client protocol scenarios (Segment, PostHog, Snowplow, Confluent)",
+    )
     parser.add_argument(
         "--serve-arg",
         action="append",
@@ -166,13 +178,41 @@ def choose_variants(args, features) -> tuple[list[Variant], list[dict]]:
     return chosen, skipped
 
 
-def start_stacks(variants, stacks: dict, *, tansu: Tansu, out: Path, run_id: str, args) -> list:
+def choose_protocol_scenarios(args, features) -> tuple[set[str], list[dict]]:
+    """Return the client protocol scenarios to leave out, and why, for the skipped list."""
+    left_out, skipped = set(), []
+    for protocol in CLIENT_PROTOCOLS.values():
+        reason = (
+            "--skip-protocols" if args.skip_protocols else features[f"protocol-{protocol.name}"]
+        )
+        if reason:
+            left_out.add(protocol.scenario)
+            skipped.append({"variant": "ours", "label": protocol.endpoint, "reason": reason})
+    return left_out, skipped
+
+
+def protocol_topics(cells, variant: Variant) -> dict[str, str]:
+    """The topic of each protocol cell of `variant` whose protocol does not name it per request."""
+    return {
+        cell["protocol"]: cell["topic"]
+        for cell in cells
+        if cell["variant"] == variant.name
+        and cell["protocol"]
+        and "{topic}" not in CLIENT_PROTOCOLS[cell["protocol"]].path
+    }
+
+
+def start_stacks(variants, stacks: dict, *, tansu: Tansu, out: Path, cells, args, run_id) -> list:
     """Start every variant (a few at a time) into `stacks`; return those that failed."""
     failed = []
 
     def start(variant: Variant) -> BenchStack:
         stack = BenchStack(
-            variant, kafka_address=tansu.address, log_dir=out / "logs" / variant.name, run_id=run_id
+            variant,
+            kafka_address=tansu.address,
+            log_dir=out / "logs" / variant.name,
+            run_id=run_id,
+            protocol_topics=protocol_topics(cells, variant),
         )
         try:
             for _ in range(args.worker_processes if variant.uses_worker else 0):
@@ -225,7 +265,7 @@ def run_cells(cells, stacks, *, args, wrk: str, out: Path, run_id: str, clock) -
                     binary=wrk,
                     base_url=f"http://127.0.0.1:{stack.port}",
                     path=stack.variant.path(scenario, cell["topic"]),
-                    mode=scenario.kind,
+                    mode=scenario.mode,
                     connections=scenario.connections,
                     seconds=args.seconds,
                     prefix=f"{run_id}-{cell['variant']}-{scenario.name}-{round_number}",
@@ -251,13 +291,19 @@ def run_cells(cells, stacks, *, args, wrk: str, out: Path, run_id: str, clock) -
             cell["runs"].append(run)
             known = [ms for ms in run.latency_ms if ms is not None]
             known.sort()
-            p99 = known[int(0.99 * (len(known) - 1))] if known else float("nan")
+            # The protocols' answers carry no ids to pair them with their requests: wrk's own.
+            p99 = known[int(0.99 * (len(known) - 1))] if known else dict(run.percentiles)[99.0]
             drained = wait_for_drain(stack) if stack.variant.uses_worker else None
             if stack.variant.uses_worker:
                 cell["drain_s"].append(drained)
+            events = (
+                f"{run.ok * scenario.events_per_request / run.duration_s:8.0f} events/s  "
+                if scenario.kind == "batch"
+                else ""
+            )
             log(
                 f"[{done}/{total}] round {round_number + 1} {cell['variant']:16} "
-                f"{scenario.name:10} {run.ok / run.duration_s:8.0f} 2xx/s  "
+                f"{scenario.name:15} {run.ok / run.duration_s:8.0f} 2xx/s  {events}"
                 f"p99 {p99:7.1f} ms  non-2xx {run.requests - run.ok}  "
                 + (f"drain {drained:.1f}s  " if drained is not None else "")
                 + f"load {run.load_average:.1f}"
@@ -320,13 +366,22 @@ def read_ids(files) -> set[str]:
     return ids
 
 
-def count_event_ids(*, topic: str, bootstrap: str) -> Counter:
-    """Count every record's event-id header, from the beginning of every partition."""
+def value_id(value: bytes | None) -> str | None:
+    """The "id" member of a record's JSON value (the bench's id where the protocol has none)."""
+    try:
+        return json.loads(value)["id"]
+    except (TypeError, ValueError, KeyError):
+        return None
+
+
+def count_event_ids(*, topic: str, bootstrap: str, id_in_value: bool = False) -> Counter:
+    """Count every record's event-id header (or its value's "id"), from the beginning of every
+    partition."""
     try:
         from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
     except ImportError:  # the slower pure-Python reader of the gateway's own tools
         return Counter(
-            record.event_id
+            value_id(record.raw_value) if id_in_value else record.event_id
             for record in read_topic(
                 topic=topic, idle_timeout_s=KAFKA_READ_IDLE_S, bootstrap_servers=[bootstrap]
             )
@@ -357,6 +412,9 @@ def count_event_ids(*, topic: str, bootstrap: str) -> Counter:
                     if message.error().code() == KafkaError._PARTITION_EOF:
                         at_end.add(message.partition())
                     continue
+                if id_in_value:
+                    counts[value_id(message.value())] += 1
+                    continue
                 headers = dict(message.headers() or [])
                 event_id = headers.get("event-id")
                 counts[event_id.decode() if event_id is not None else None] += 1
@@ -385,11 +443,59 @@ def check_kafka(stack: BenchStack, checks: list[dict]) -> None:
             check["kafka"] = {
                 "expected": len(ids),
                 "found": len(ids) - len(missing),
+                "lost": len(missing),
+                "ok": not missing,
                 "duplicates": sum(1 for event_id in ids if counts.get(event_id, 0) > 1),
                 "records_in_topic": sum(counts.values()),
                 "missing_examples": sorted(missing)[:5],
                 "read_s": time.monotonic() - started,
             }
+
+
+def read_sent_requests(files) -> list[list[str]]:
+    """The ids of every request sent, one list per request."""
+    requests = []
+    for name in files:
+        with open(name) as lines:
+            requests.extend(line.split() for line in lines)
+    return requests
+
+
+def check_protocol_kafka(stack: BenchStack, cell: dict) -> None:
+    """The protocols' answers list no ids: each 2xx accepted its whole batch. So the topic must
+    hold at least 2xx x batch size distinct ids, every one of them an id that was sent (requests
+    still in flight when wrk stopped may have been accepted too), and each request's ids all or
+    none: the gateway accepts a request whole."""
+    requests = read_sent_requests(run.sent_file for run in cell["runs"])
+    sent = {event_id for ids in requests for event_id in ids}
+    accepted = sum(run.accepted_events for run in cell["runs"])
+    protocol = CLIENT_PROTOCOLS[cell["protocol"]]
+    started = time.monotonic()
+    for _ in range(KAFKA_READ_ATTEMPTS):
+        counts = count_event_ids(
+            topic=cell["topic"], bootstrap=stack.kafka_address, id_in_value=protocol.id_in_value
+        )
+        found = len(sent & counts.keys())
+        if found >= accepted:
+            break
+        time.sleep(KAFKA_READ_IDLE_S)
+    not_sent = counts.keys() - sent
+    present = [sum(event_id in counts for event_id in ids) for ids in requests]
+    partial = sum(1 for ids, count in zip(requests, present, strict=True) if 0 < count < len(ids))
+    cell["kafka"] = {
+        "expected": accepted,
+        "found": found,
+        "lost": max(0, accepted - found),
+        "not_sent": len(not_sent),
+        "partial_requests": partial,
+        "ok": found >= accepted and not not_sent and not partial,
+        "sent": len(sent),
+        "requests_sent": len(requests),
+        "duplicates": sum(1 for event_id in sent if counts.get(event_id, 0) > 1),
+        "records_in_topic": sum(counts.values()),
+        "missing_examples": sorted(map(str, not_sent))[:5],
+        "read_s": time.monotonic() - started,
+    }
 
 
 def verify(stacks, cells, open_loop_runs) -> None:
@@ -401,20 +507,21 @@ def verify(stacks, cells, open_loop_runs) -> None:
             drained = wait_for_drain(stack, timeout=VERIFY_DRAIN_TIMEOUT_S) is not None
             if not drained:
                 log(f"  {name}: queue still not drained after {VERIFY_DRAIN_TIMEOUT_S:.0f}s")
-        checks = [cell for cell in cells if cell["variant"] == name]
+        checks = [cell for cell in cells if cell["variant"] == name and not cell["protocol"]]
         checks += [run for run in open_loop_runs if run["variant"] == name]
         for check in checks:
             if "runs" in check:
                 check["ids_files"] = [run.ids_file for run in check["runs"]]
-        log(f"reading Kafka back for {name} ({len(checks)} scenario(s))")
+        protocol_cells = [cell for cell in cells if cell["variant"] == name and cell["protocol"]]
+        log(f"reading Kafka back for {name} ({len(checks) + len(protocol_cells)} scenario(s))")
         check_kafka(stack, checks)
-        for check in checks:
-            kafka = check["kafka"]
-            kafka["queue_drained"] = drained
-            flag = "ok" if kafka["found"] == kafka["expected"] else "MISSING"
+        for cell in protocol_cells:
+            check_protocol_kafka(stack, cell)
+        for check in checks + protocol_cells:
+            check["kafka"]["queue_drained"] = drained
             log(
-                f"  {check.get('scenario', 'fixed-rate')}: {kafka['found']}/{kafka['expected']}"
-                f" accepted ids found, {kafka['duplicates']} duplicated: {flag}"
+                f"  {check.get('scenario', 'fixed-rate')}: {report.kafka_summary(check)} accepted"
+                f" ids found: {'ok' if check['kafka']['ok'] else 'NOT ALL'}"
             )
 
 
@@ -427,6 +534,8 @@ def main(argv=None) -> int:
     wrk = loadgen.ensure_wrk()
     features = detect_features()
     variants, skipped = choose_variants(args, features)
+    left_out, protocols_skipped = choose_protocol_scenarios(args, features)
+    skipped += protocols_skipped
     for item in skipped:
         log(f"skipping {item['variant']}: {item['reason']}")
     cells = [
@@ -436,6 +545,7 @@ def main(argv=None) -> int:
             "group": variant.group,
             "scenario": name,
             "kind": SCENARIOS[name].kind,
+            "protocol": SCENARIOS[name].protocol,
             "connections": SCENARIOS[name].connections,
             "topic": f"b{run_id}.{variant.name}.{name}"
             if SCENARIOS[name].kind != "show"
@@ -448,7 +558,7 @@ def main(argv=None) -> int:
         # Scenario by scenario, so the variants compared on one scenario run close in time.
         for name in SCENARIOS
         for variant in variants
-        if name in variant.scenarios
+        if name in variant.scenarios and name not in left_out
     ]
     load_s = len(cells) * args.rounds * args.seconds
     fixed_s = 2 * args.rounds * args.fixed_seconds
@@ -476,7 +586,9 @@ def main(argv=None) -> int:
     stacks: dict[str, BenchStack] = {}
     open_loop_runs: list[dict] = []
     try:
-        skipped += start_stacks(variants, stacks, tansu=tansu, out=out, run_id=run_id, args=args)
+        skipped += start_stacks(
+            variants, stacks, tansu=tansu, out=out, cells=cells, args=args, run_id=run_id
+        )
         cells = [cell for cell in cells if cell["variant"] in stacks]
         run_cells(
             cells,
@@ -508,6 +620,8 @@ def main(argv=None) -> int:
             warmup_s=args.warmup,
             bucket_s=args.bucket_s,
         )
+        if cell["protocol"]:  # no per-request latencies to judge: answers carry no ids
+            cell["summary"]["apdex"] = None
         cell["runs"] = [run.as_json() for run in cell["runs"]]
         cpu = {key: sum(item[key] for item in cell["cpu_s"]) for key in cell["cpu_s"][0]}
         cell["summary"]["cpu"] = {
@@ -560,6 +674,7 @@ def main(argv=None) -> int:
         "open_loop": open_loop_runs,
     }
     results["comparisons"] = report.comparisons(results)
+    results["protocols"] = report.protocol_rows(results)
     results["targets"] = report.targets(results)
     (out / "results.json").write_text(json.dumps(results, indent=1, default=str))
     (out / "report.html").write_text(report.render(results))
@@ -570,6 +685,12 @@ def main(argv=None) -> int:
     for target in results["targets"]:
         verdict = {True: "met", False: "NOT met", None: "n/a"}[target["met"]]
         log(f"target {verdict}: {target['text']} ({target['value']})")
+    for row in results["protocols"]:
+        log(
+            f"client protocols vs native API, same run: {row['scenario']:15} "
+            f"{row['events_per_s']:8,.0f} events/s accepted ({row['share_of_native']}), "
+            f"p99 {row['p99_ms']:.1f} ms, Kafka {row['kafka']}"
+        )
     return 0
 
 

@@ -16,15 +16,46 @@ from tests.stack import POSTGRES_ADMIN_URL, ROOT, START_TIMEOUT_S, Stack
 CPUS = os.cpu_count() or 1
 # Idle database sessions of a bench stack end after this; the stack reconnects when it works.
 IDLE_SESSION_TIMEOUT_S = 10
-# Production mode requires API keys: give the benchmark a source of its own (no rate limit).
-ISSUE_KEY = """
-from ingest.control.keys import issue_key
-from ingest.models import Source
-source = Source(name="bench", allowed_topics="*")
-key = issue_key(source)
-source.save()
-print(key)
-"""
+
+
+@dataclass(frozen=True)
+class ClientProtocol:
+    """A client protocol the gateway speaks besides its own API, as the benchmark sends it."""
+
+    name: str  # the adapter's Protocol.name, its module and bench/wrk/load.lua's mode
+    scenario: str
+    endpoint: str
+    path: str  # {topic}: the cell's topic, where the protocol names it in the path
+    answers_when: str
+    # The Kafka record carries the bench's id in the value's "id": Confluent's records have no
+    # id field, so the adapter gives each one an id of its own as `event-id`.
+    id_in_value: bool = False
+
+
+# One batch of 100 events per request, at the connections of the native batch-50 scenario.
+PROTOCOL_CONNECTIONS = 50
+CLIENT_PROTOCOLS = {
+    protocol.name: protocol
+    for protocol in (
+        ClientProtocol(
+            "segment", f"segment-{PROTOCOL_CONNECTIONS}", "Segment POST /v1/batch", "/v1/batch",
+            "durable (RabbitMQ confirmed)",
+        ),
+        ClientProtocol(
+            "posthog", f"posthog-{PROTOCOL_CONNECTIONS}", "PostHog POST /batch/", "/batch/",
+            "durable (RabbitMQ confirmed)",
+        ),
+        ClientProtocol(
+            "snowplow", f"snowplow-{PROTOCOL_CONNECTIONS}", "Snowplow POST tp2",
+            "/com.snowplowanalytics.snowplow/tp2", "durable (RabbitMQ confirmed)",
+        ),
+        ClientProtocol(
+            "confluent", f"confluent-v2-{PROTOCOL_CONNECTIONS}",
+            "Confluent REST Proxy v2 POST /topics/{topic}", "/topics/{topic}",
+            "delivered (Kafka acknowledged every record)", id_in_value=True,
+        ),
+    )
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -32,17 +63,35 @@ class Scenario:
     name: str
     kind: str  # show | single | batch
     connections: int
+    protocol: str | None = None  # a client protocol's batch instead of the native API's
 
     @property
     def events_per_request(self) -> int:
         return 100 if self.kind == "batch" else 1
 
+    @property
+    def mode(self) -> str:
+        """bench/wrk/load.lua's mode for this scenario."""
+        return self.protocol or self.kind
 
-SCENARIOS = {
-    f"{kind}-{connections}": Scenario(f"{kind}-{connections}", kind, connections)
-    for kind in ("show", "single", "batch")
-    for connections in (50, 200)
-}
+
+def _scenarios() -> dict[str, Scenario]:
+    scenarios = {}
+    for kind in ("show", "single", "batch"):
+        for connections in (50, 200):
+            name = f"{kind}-{connections}"
+            scenarios[name] = Scenario(name, kind, connections)
+            # Right after their reference, the native batch at the same connections, so the
+            # protocols and the native API run close in time.
+            if kind == "batch" and connections == PROTOCOL_CONNECTIONS:
+                for protocol in CLIENT_PROTOCOLS.values():
+                    scenarios[protocol.scenario] = Scenario(
+                        protocol.scenario, "batch", connections, protocol=protocol.name
+                    )
+    return scenarios
+
+
+SCENARIOS = _scenarios()
 ALL_SCENARIOS = tuple(SCENARIOS)
 COMPARISON_SCENARIOS = ("single-50", "single-200")
 
@@ -63,6 +112,8 @@ class Variant:
     needs: tuple[str, ...] = ()
 
     def path(self, scenario: Scenario, topic: str) -> str:
+        if scenario.protocol:
+            return CLIENT_PROTOCOLS[scenario.protocol].path.format(topic=topic)
         if scenario.kind == "show":
             return "/api/v1/show/"  # bench/wrk/load.lua appends ?id=<event id>
         return self.post_path.format(topic=topic)
@@ -174,7 +225,18 @@ def detect_features() -> dict[str, str | None]:
             return f"{name} is not installed in {sys.prefix} (see bench/requirements.txt)"
         return None
 
+    registry = ROOT / "ingest" / "edge" / "protocols" / "registry.py"
+    registered = registry.read_text() if registry.exists() else ""
+
+    def adapter(name: str) -> str | None:
+        # An adapter is a package (or a module) of ingest/edge/protocols named in the registry.
+        where = registry.parent
+        if ((where / name).is_dir() or (where / f"{name}.py").exists()) and name in registered:
+            return None
+        return f"no {name} adapter registered in ingest/edge/protocols/registry.py"
+
     return {
+        **{f"protocol-{name}": adapter(name) for name in CLIENT_PROTOCOLS},
         "processes": None if "--processes" in help_text else "serve.py has no --processes yet",
         "kafka-client": None
         if "KAFKA_CLIENT" in settings_text
@@ -191,7 +253,15 @@ def detect_features() -> dict[str, str | None]:
 class BenchStack(Stack):
     """A Stack (own database and queue, free port) that can also run other WSGI servers."""
 
-    def __init__(self, variant: Variant, *, kafka_address: str, log_dir: Path, run_id: str):
+    def __init__(
+        self,
+        variant: Variant,
+        *,
+        kafka_address: str,
+        log_dir: Path,
+        run_id: str,
+        protocol_topics: dict[str, str],
+    ):
         self.variant = variant
         self.show_topic = f"b{run_id}.{variant.name}.show"
         super().__init__(
@@ -204,7 +274,7 @@ class BenchStack(Stack):
                 **dict(variant.env),
             },
         )
-        self.api_key = self.issue_api_key()
+        self.api_key = self.issue_api_key(protocol_topics=protocol_topics)
         self.workers: list[subprocess.Popen] = []
         self.release_idle_connections()
 
@@ -220,14 +290,20 @@ class BenchStack(Stack):
                 f"'{IDLE_SESSION_TIMEOUT_S}s'"
             )
 
-    def issue_api_key(self) -> str | None:
-        """Return a key of a new source, or None if this gateway has no API keys."""
+    def issue_api_key(self, *, protocol_topics: dict[str, str]) -> str | None:
+        """Create the benchmark's source and return its key, or None if this gateway has no keys.
+
+        Production mode requires API keys: the source may write every topic, has no rate limit,
+        and sends each client protocol's events to its topic (`protocol_topics`).
+        """
+        routes = [f"--protocol-topic={name}={topic}" for name, topic in protocol_topics.items()]
         try:
-            return self.run_manage("shell", "-c", ISSUE_KEY).stdout.split()[-1]
+            created = self.run_manage("create_source", "bench", "--topics", "*", *routes)
         except subprocess.CalledProcessError as error:
-            if "ImportError" in error.stderr or "cannot import" in error.stderr:
+            if "Unknown command" in error.stderr:
                 return None
             raise
+        return created.stdout.split()[-1]
 
     def start_worker(self, *, concurrency: int = 4) -> subprocess.Popen:
         """A Celery worker at Celery's default log level: INFO logs every task with its payload."""
