@@ -232,13 +232,9 @@ def _event(index: int, raw: bytes, *, max_id_length: int, max_record_bytes: int)
         raise rejection(raw, error, index=index) from error
     if not isinstance(event, dict):
         raise bad_request(f"event {index} is not a JSON object")
-    event_id = event.get("id")
-    if event_id is None:
-        event_id = uuid7()
-    elif not isinstance(event_id, str) or not 0 < len(event_id) <= max_id_length:
-        raise bad_request(
-            f'event {index}: "id" must be a non-empty string of at most {max_id_length} characters'
-        )
+    event_id = event_id_or_new(
+        event.get("id"), field=f'event {index}: "id"', max_length=max_id_length
+    )
     key = event.get("key")
     if key is not None and not isinstance(key, str):
         raise bad_request(f'event {index}: "key" must be a string')
@@ -247,6 +243,15 @@ def _event(index: int, raw: bytes, *, max_id_length: int, max_record_bytes: int)
         raise event_too_large(index, size, max_record_bytes)
     # msgspec accepted the bytes, so they are UTF-8 and decode without a check.
     return Event(event_id, key, raw.decode())
+
+
+def event_id_or_new(value: object, *, field: str, max_length: int) -> str:
+    """Return an event's own id (a non-empty string of at most `max_length`), or a new UUIDv7."""
+    if value is None:
+        return uuid7()
+    if not isinstance(value, str) or not 0 < len(value) <= max_length:
+        raise bad_request(f"{field} must be a non-empty string of at most {max_length} characters")
+    return value
 
 
 def events_from_objects(

@@ -13,10 +13,9 @@ from dataclasses import dataclass
 
 import msgspec
 
-from ....ids import uuid7
 from ....records import Event
 from ...errors import ApiError, bad_request
-from ...parsing import RECORD_OVERHEAD_BYTES, event_too_large
+from ...parsing import RECORD_OVERHEAD_BYTES, event_id_or_new, event_too_large
 from ...rejections import rejection
 
 MESSAGE_TYPES = ("identify", "track", "page", "screen", "group", "alias")
@@ -182,14 +181,9 @@ def _implied_type(index: int, sent, implied: str | None) -> dict[str, bytes]:
 
 
 def _event_id(index: int, message_id, *, max_id_length: int) -> str:
-    if message_id is None:
-        return uuid7()
-    if not isinstance(message_id, str) or not 0 < len(message_id) <= max_id_length:
-        raise bad_request(
-            f'message {index}: "messageId" must be a non-empty string of at most '
-            f"{max_id_length} characters"
-        )
-    return message_id
+    return event_id_or_new(
+        message_id, field=f'message {index}: "messageId"', max_length=max_id_length
+    )
 
 
 def _user_key(message: dict) -> str | None:

@@ -5,7 +5,6 @@ from typing import NamedTuple
 
 import msgspec
 
-from ....ids import uuid7
 from ....records import Event
 from ... import parsing
 from ...errors import bad_request
@@ -96,13 +95,9 @@ def _tracker_event(
         raise bad_request(f"event {index} is not a JSON object")
     if not isinstance(fields.get("e"), str) or not fields["e"]:
         raise bad_request(f'event {index}: "e" (the event type) must be a non-empty string')
-    event_id = fields.get("eid")
-    if event_id is None:
-        event_id = uuid7()
-    elif not isinstance(event_id, str) or not 0 < len(event_id) <= max_id_length:
-        raise bad_request(
-            f'event {index}: "eid" must be a non-empty string of at most {max_id_length} characters'
-        )
+    event_id = parsing.event_id_or_new(
+        fields.get("eid"), field=f'event {index}: "eid"', max_length=max_id_length
+    )
     app_id = fields.get("aid")
     if app_id is not None and not isinstance(app_id, str):
         raise bad_request(f'event {index}: "aid" must be a string')
