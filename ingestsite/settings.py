@@ -298,6 +298,25 @@ INGEST_KEY_CACHE_RETRY_S = env_float("INGEST_KEY_CACHE_RETRY_S", 1.0)
 INGEST_KEY_CACHE_MISS_RELOAD_S = env_float("INGEST_KEY_CACHE_MISS_RELOAD_S", 1.0)
 # A source's token buckets hold this many seconds of its rate (its allowed burst).
 INGEST_RATE_BURST_S = env_float("INGEST_RATE_BURST_S", 1.0)
+# The dotted path of the rate limiter's class (ingest.control.ratelimit.base.RateLimiter): each
+# process's own buckets, or ingest.control.ratelimit.redis.RedisRateLimiter for one budget per
+# source shared by every process and host.
+INGEST_RATE_LIMIT_BACKEND = env_str(
+    "INGEST_RATE_LIMIT_BACKEND", "ingest.control.ratelimit.local.LocalRateLimiter"
+)
+# The Redis of the shared budgets (RedisRateLimiter only).
+REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
+# How many gateway processes share a limit, on every host together: while Redis is unreachable,
+# each process allows this share of each limit, so the sum stays near the limit.
+INGEST_RATE_LIMIT_PROCESSES = env_int("INGEST_RATE_LIMIT_PROCESSES", 1)
+if INGEST_RATE_LIMIT_PROCESSES < 1:
+    raise ImproperlyConfigured(
+        f"INGEST_RATE_LIMIT_PROCESSES must be at least 1, got {INGEST_RATE_LIMIT_PROCESSES}"
+    )
+# How long a lease from Redis may take before the process falls back to its share.
+INGEST_RATE_LIMIT_REDIS_TIMEOUT_S = env_float("INGEST_RATE_LIMIT_REDIS_TIMEOUT_S", 0.1)
+# The prefix of the buckets' Redis keys, so gateways of several deployments can share a Redis.
+INGEST_RATE_LIMIT_KEY_PREFIX = env_str("INGEST_RATE_LIMIT_KEY_PREFIX", "ingest:ratelimit:")
 # Count events per minute, topic and source in memory and add them to the database this often.
 INGEST_STATS_ENABLED = env_bool("INGEST_STATS_ENABLED", True)
 INGEST_STATS_FLUSH_INTERVAL_S = env_float("INGEST_STATS_FLUSH_INTERVAL_S", 2.0)

@@ -1,7 +1,9 @@
 import os
+import uuid
 from pathlib import Path
 
 import pytest
+import redis
 from django.conf import settings
 
 from ingestsite import embedded
@@ -48,3 +50,21 @@ def stack_factory(kafka_address, tmp_path):
     yield build
     for stack in stacks:
         stack.stop()
+
+
+@pytest.fixture
+def redis_limits(settings):
+    """Switch to the Redis rate limiter, under a key prefix of the test's own; return the prefix.
+
+    Redis is shared by every run on the machine: a test deletes its own keys, never flushes.
+    """
+    prefix = f"ingest-tests:ratelimit:{uuid.uuid4().hex}:"
+    settings.INGEST_RATE_LIMIT_BACKEND = "ingest.control.ratelimit.redis.RedisRateLimiter"
+    settings.INGEST_RATE_LIMIT_KEY_PREFIX = prefix
+    yield prefix
+    client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=5, socket_connect_timeout=5)
+    try:
+        for key in client.scan_iter(match=f"{prefix}*"):
+            client.delete(key)
+    finally:
+        client.close()

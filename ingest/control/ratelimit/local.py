@@ -1,22 +1,12 @@
-"""Rate limits per source: token buckets for events and bytes, in this process's memory."""
+"""Rate limits in this process's memory: token buckets for events and bytes per source."""
 
-import math
 import threading
 import time
 
 from django.conf import settings
 
-from ..state import per_process
-from .keys import SourceInfo
-
-
-class RateLimited(Exception):
-    """A source is over its events/s or bytes/s limit; `retry_after` says when to try again."""
-
-    def __init__(self, message: str, *, retry_after: int):
-        super().__init__(message)
-        self.message = message
-        self.retry_after = retry_after
+from ..keys import SourceInfo
+from .base import RateLimiter, limits, over_limit
 
 
 class TokenBucket:
@@ -41,49 +31,42 @@ class TokenBucket:
         self.tokens -= amount
 
 
-class RateLimiter:
-    """Token buckets for events and bytes per source, in this process's memory."""
+class LocalRateLimiter(RateLimiter):
+    """Token buckets for events and bytes per source, in this process's memory.
 
-    def __init__(self, *, burst_s: float):
+    `share` scales every source's rate: the Redis backend's fallback gives each process its
+    share of a limit that INGEST_RATE_LIMIT_PROCESSES processes share.
+    """
+
+    def __init__(self, *, burst_s: float, share: float = 1.0):
         self._burst_s = burst_s
+        self._share = share
         self._lock = threading.Lock()
         self._buckets: dict[tuple[str, str, int], TokenBucket] = {}
 
-    def admit(self, source: SourceInfo, *, declared_bytes: int) -> None:
-        """Before the body is read, raise RateLimited unless one event of that size could pass.
+    @classmethod
+    def from_settings(cls) -> "LocalRateLimiter":
+        return cls(burst_s=settings.INGEST_RATE_BURST_S)
 
-        The declared Content-Length counts up to the byte bucket's capacity, as in check().
-        Nothing is taken: check() takes the exact amounts once the body is parsed.
-        """
+    def admit(self, source: SourceInfo, *, declared_bytes: int) -> None:
         self._pass(source, events=1, nbytes=declared_bytes, take=False)
 
     def check(self, source: SourceInfo, *, events: int, nbytes: int) -> None:
-        """Take the request from the source's buckets, or raise RateLimited."""
         self._pass(source, events=events, nbytes=nbytes, take=True)
 
     def _pass(self, source: SourceInfo, *, events: int, nbytes: int, take: bool) -> None:
-        limits = [
-            (unit, rate, amount)
-            for unit, rate, amount in (
-                ("events", source.max_events_per_s, events),
-                ("bytes", source.max_bytes_per_s, nbytes),
-            )
-            if rate
-        ]
-        if not limits:
+        wanted = limits(source, events=events, nbytes=nbytes)
+        if not wanted:
             return
         now = time.monotonic()
         with self._lock:
-            buckets = [self._bucket(source.name, unit, rate) for unit, rate, _ in limits]
-            for bucket, (unit, rate, amount) in zip(buckets, limits, strict=True):
+            buckets = [self._bucket(source.name, unit, rate) for unit, rate, _ in wanted]
+            for bucket, (unit, rate, amount) in zip(buckets, wanted, strict=True):
                 wait = bucket.wait_for(amount, now=now)
                 if wait > 0:
-                    raise RateLimited(
-                        f"source {source.name!r} is over its limit of {rate} {unit}/s",
-                        retry_after=max(1, math.ceil(wait)),
-                    )
+                    raise over_limit(source, unit=unit, rate=rate, wait=wait)
             if take:
-                for bucket, (_, _, amount) in zip(buckets, limits, strict=True):
+                for bucket, (_, _, amount) in zip(buckets, wanted, strict=True):
                     bucket.take(amount)
 
     def _bucket(self, name: str, unit: str, rate: int) -> TokenBucket:
@@ -91,13 +74,8 @@ class RateLimiter:
         key = (name, unit, rate)
         bucket = self._buckets.get(key)
         if bucket is None:
+            share = rate * self._share
             bucket = self._buckets[key] = TokenBucket(
-                rate=rate, capacity=max(1.0, rate * self._burst_s)
+                rate=share, capacity=max(1.0, share * self._burst_s)
             )
         return bucket
-
-
-@per_process
-def get_limiter() -> RateLimiter:
-    """Return this process's rate limiter."""
-    return RateLimiter(burst_s=settings.INGEST_RATE_BURST_S)

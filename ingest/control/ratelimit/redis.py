@@ -1,0 +1,253 @@
+"""Rate limits shared by every process and host: a token bucket per source and unit in Redis.
+
+Each process leases small slices of a source's budget from the Redis bucket and spends them in
+its own memory, so a request costs a round trip only when its process's slice runs out. A lease
+takes what the request lacks plus a slice ahead (1/20 of a second's rate, at most the burst), so
+a source sending at its limit costs each process about 20 lease calls a second, whatever its
+request rate. Unused slices are not given back: a slice leased now may be spent a while later,
+when the bucket has refilled meanwhile, so over any window a source gets at most one slice per
+process more than its limit (and never more than its limit in the long run).
+
+A denied lease is remembered: the process answers 429 without asking Redis again until the
+bucket can have refilled, or RECHECK_S at most, so a flood over the limit costs Redis at most
+1 / RECHECK_S calls a second per source and process.
+
+While Redis is unreachable or slower than INGEST_RATE_LIMIT_REDIS_TIMEOUT_S, requests that need
+a lease are limited in this process's memory to 1 / INGEST_RATE_LIMIT_PROCESSES of each limit
+(never unlimited, never a 5xx); the process tries Redis again at most once per RETRY_S and logs
+once per outage.
+"""
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+
+import redis
+from django.conf import settings
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from ..keys import SourceInfo
+from .base import RateLimiter, limits, over_limit
+from .local import LocalRateLimiter
+
+logger = logging.getLogger(__name__)
+
+# A slice is this share of a second's rate (and at most the burst).
+SLICE_SHARE = 1 / 20
+# A denied source is asked about again after at most this many seconds.
+RECHECK_S = 0.05
+# While Redis is away, one request a second tries it again.
+RETRY_S = 1.0
+
+# KEYS[1]: the bucket; ARGV: rate, capacity, need, take, extra. Refill the bucket by the time
+# since its last lease (Redis's clock, the same for every host); then, if it holds `need`, grant
+# `take` (which may leave a debt, for a request larger than the whole bucket) plus up to `extra`
+# more that it still holds; else grant nothing and say how long until it holds `need`. A bucket
+# that would be full again expires, so idle sources cost no memory. Numbers go back as strings:
+# Redis would truncate Lua numbers to integers.
+LEASE_SCRIPT = """
+local rate = tonumber(ARGV[1])
+local capacity = tonumber(ARGV[2])
+local need = tonumber(ARGV[3])
+local take = tonumber(ARGV[4])
+local extra = tonumber(ARGV[5])
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
+local tokens = tonumber(state[1]) or capacity
+local at = tonumber(state[2]) or now
+tokens = math.min(capacity, tokens + math.max(0, now - at) * rate)
+local granted = 0
+local wait = 0
+if tokens < need then
+  wait = (need - tokens) / rate
+else
+  granted = take + math.max(0, math.min(extra, tokens - take))
+  tokens = tokens - granted
+end
+local stamp = clock[1] .. '.' .. string.format('%06d', clock[2])
+redis.call('HSET', KEYS[1], 'tokens', string.format('%.17g', tokens), 'at', stamp)
+redis.call('PEXPIRE', KEYS[1], math.ceil((capacity - tokens) / rate * 1000) + 1000)
+return {string.format('%.17g', granted), string.format('%.17g', wait)}
+"""
+
+
+@dataclass
+class Slice:
+    """What a process holds of one source's budget in one unit."""
+
+    capacity: float
+    size: float
+    held: float = 0.0
+    # After a denied lease: when the bucket will hold what was asked, and when to ask again.
+    retry_at: float = 0.0
+    recheck_at: float = 0.0
+
+
+@dataclass
+class SourceSlices:
+    """A source's slices, by unit and rate; the lock makes one thread at a time lease them."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    slices: dict[tuple[str, int], Slice] = field(default_factory=dict)
+
+
+class RedisUnavailable(Exception):
+    """Redis did not answer a lease in time, or is in an outage."""
+
+
+class RedisRateLimiter(RateLimiter):
+    """Token buckets per source in Redis, spent by this process in leased slices."""
+
+    def __init__(
+        self,
+        *,
+        url: str,
+        burst_s: float,
+        processes: int,
+        timeout_s: float,
+        key_prefix: str,
+    ):
+        self._burst_s = burst_s
+        self._key_prefix = key_prefix
+        # One attempt per lease: a retry would double the time a request waits for a Redis
+        # that is away, and the fallback already covers it.
+        self._client = redis.Redis.from_url(
+            url,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+            retry=Retry(NoBackoff(), 0),
+        )
+        self._lease = self._client.register_script(LEASE_SCRIPT)
+        self._processes = processes
+        self._fallback = LocalRateLimiter(burst_s=burst_s, share=1 / processes)
+        self._lock = threading.Lock()
+        self._sources: dict[str, SourceSlices] = {}
+        self._outage = False
+        self._next_try = 0.0
+
+    @classmethod
+    def from_settings(cls) -> "RedisRateLimiter":
+        return cls(
+            url=settings.REDIS_URL,
+            burst_s=settings.INGEST_RATE_BURST_S,
+            processes=settings.INGEST_RATE_LIMIT_PROCESSES,
+            timeout_s=settings.INGEST_RATE_LIMIT_REDIS_TIMEOUT_S,
+            key_prefix=settings.INGEST_RATE_LIMIT_KEY_PREFIX,
+        )
+
+    def admit(self, source: SourceInfo, *, declared_bytes: int) -> None:
+        if not self._pass(source, events=1, nbytes=declared_bytes, spend=False):
+            self._fallback.admit(source, declared_bytes=declared_bytes)
+
+    def check(self, source: SourceInfo, *, events: int, nbytes: int) -> None:
+        if not self._pass(source, events=events, nbytes=nbytes, spend=True):
+            self._fallback.check(source, events=events, nbytes=nbytes)
+
+    def _pass(self, source: SourceInfo, *, events: int, nbytes: int, spend: bool) -> bool:
+        """Admit or spend from the leased slices, leasing what is short; raise RateLimited.
+
+        Return False, having spent nothing, if that needs Redis and Redis is unavailable.
+        """
+        wanted = limits(source, events=events, nbytes=nbytes)
+        if not wanted:
+            return True
+        slices = self._slices(source.name)
+        with slices.lock:
+            now = time.monotonic()
+            held = [self._slice(slices, unit, rate) for unit, rate, _ in wanted]
+            for piece, (unit, rate, amount) in zip(held, wanted, strict=True):
+                # A request larger than the whole bucket passes once the bucket is full.
+                needed = min(amount, piece.capacity)
+                if piece.held >= (amount if spend else needed):
+                    continue
+                if now < piece.recheck_at:
+                    raise over_limit(source, unit=unit, rate=rate, wait=piece.retry_at - now)
+                # Admission leases a slice without spending; a check leases what it spends.
+                shortfall = max(0.0, needed - piece.held)
+                take = amount - piece.held if spend else 0.0
+                try:
+                    granted, wait = self._lease_from_redis(
+                        key=f"{self._key_prefix}{source.name}:{unit}",
+                        rate=rate,
+                        capacity=piece.capacity,
+                        need=shortfall,
+                        take=take,
+                        extra=piece.size,
+                    )
+                except RedisUnavailable:
+                    return False
+                if wait > 0:
+                    piece.retry_at = now + wait
+                    piece.recheck_at = now + min(wait, RECHECK_S)
+                    raise over_limit(source, unit=unit, rate=rate, wait=wait)
+                piece.held += granted
+            if spend:
+                for piece, (_, _, amount) in zip(held, wanted, strict=True):
+                    piece.held -= amount
+        return True
+
+    def _slices(self, name: str) -> SourceSlices:
+        slices = self._sources.get(name)
+        if slices is None:
+            with self._lock:
+                slices = self._sources.setdefault(name, SourceSlices())
+        return slices
+
+    def _slice(self, slices: SourceSlices, unit: str, rate: int) -> Slice:
+        # The rate is part of the key so an edited limit takes effect with the next cache load.
+        piece = slices.slices.get((unit, rate))
+        if piece is None:
+            capacity = max(1.0, rate * self._burst_s)
+            piece = slices.slices[(unit, rate)] = Slice(
+                capacity=capacity, size=min(capacity, max(1.0, rate * SLICE_SHARE))
+            )
+        return piece
+
+    def _lease_from_redis(
+        self, *, key: str, rate: int, capacity: float, need: float, take: float, extra: float
+    ) -> tuple[float, float]:
+        """Return (granted, wait) from the bucket at `key`; raise RedisUnavailable."""
+        if not self._may_try():
+            raise RedisUnavailable
+        try:
+            granted, wait = self._lease(keys=[key], args=[rate, capacity, need, take, extra])
+        except (redis.RedisError, OSError) as error:
+            self._failed(error)
+            raise RedisUnavailable from error
+        self._answered()
+        return float(granted), float(wait)
+
+    def _may_try(self) -> bool:
+        """Return whether to ask Redis: always while it answers, once per RETRY_S while not."""
+        if not self._outage:
+            return True
+        with self._lock:
+            now = time.monotonic()
+            if now < self._next_try:
+                return False
+            self._next_try = now + RETRY_S
+            return True
+
+    def _failed(self, error: Exception) -> None:
+        with self._lock:
+            self._next_try = time.monotonic() + RETRY_S
+            if self._outage:
+                return
+            self._outage = True
+        logger.warning(
+            "rate limits: Redis is unavailable (%s: %s); each process allows 1/%d of each limit "
+            "until it answers",
+            type(error).__name__,
+            error,
+            self._processes,
+        )
+
+    def _answered(self) -> None:
+        if not self._outage:
+            return
+        with self._lock:
+            self._outage = False
+        logger.warning("rate limits: Redis answers again; limits are shared again")
