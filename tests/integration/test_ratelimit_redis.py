@@ -72,6 +72,17 @@ def test_a_lease_takes_the_shortfall_and_a_slice_ahead_then_spends_it_in_memory(
     assert bucket(client, key)["at"] > first["at"], "a spent slice leases the next"
 
 
+def test_a_request_leases_its_events_and_its_bytes_in_one_round_trip(redis_limits, client):
+    limiter(prefix=redis_limits).check(
+        source_info("both", events=100, bytes=10_000), events=1, nbytes=10
+    )
+    events = bucket(client, f"{redis_limits}both:events")
+    nbytes = bucket(client, f"{redis_limits}both:bytes")
+    assert events["at"] == nbytes["at"], "one script call, at one Redis time"
+    assert 93 <= events["tokens"] < 95  # 1 event and a slice of 5 from 100
+    assert 9_490 <= nbytes["tokens"] < 9_491  # 10 bytes and a slice of 500 from 10,000
+
+
 def test_a_request_larger_than_the_bucket_passes_when_it_is_full_and_leaves_a_debt(
     redis_limits, client
 ):

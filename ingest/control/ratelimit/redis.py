@@ -41,36 +41,41 @@ RECHECK_S = 0.05
 # While Redis is away, one request a second tries it again.
 RETRY_S = 1.0
 
-# KEYS[1]: the bucket; ARGV: rate, capacity, need, take, extra. Refill the bucket by the time
-# since its last lease (Redis's clock, the same for every host); then, if it holds `need`, grant
-# `take` (which may leave a debt, for a request larger than the whole bucket) plus up to `extra`
-# more that it still holds; else grant nothing and say how long until it holds `need`. A bucket
-# that would be full again expires, so idle sources cost no memory. Numbers go back as strings:
-# Redis would truncate Lua numbers to integers.
+# KEYS: the buckets of one request (its events, its bytes); ARGV: five numbers per bucket, rate,
+# capacity, need, take, extra. Refill each bucket by the time since its last lease (Redis's clock,
+# the same for every host); then, if it holds `need`, grant `take` (which may leave a debt, for a
+# request larger than the whole bucket) plus up to `extra` more that it still holds; else grant
+# nothing and say how long until it holds `need`. A bucket that would be full again expires, so
+# idle sources cost no memory. Numbers go back as strings: Redis would truncate Lua numbers.
 LEASE_SCRIPT = """
-local rate = tonumber(ARGV[1])
-local capacity = tonumber(ARGV[2])
-local need = tonumber(ARGV[3])
-local take = tonumber(ARGV[4])
-local extra = tonumber(ARGV[5])
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
-local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
-local tokens = tonumber(state[1]) or capacity
-local at = tonumber(state[2]) or now
-tokens = math.min(capacity, tokens + math.max(0, now - at) * rate)
-local granted = 0
-local wait = 0
-if tokens < need then
-  wait = (need - tokens) / rate
-else
-  granted = take + math.max(0, math.min(extra, tokens - take))
-  tokens = tokens - granted
-end
 local stamp = clock[1] .. '.' .. string.format('%06d', clock[2])
-redis.call('HSET', KEYS[1], 'tokens', string.format('%.17g', tokens), 'at', stamp)
-redis.call('PEXPIRE', KEYS[1], math.ceil((capacity - tokens) / rate * 1000) + 1000)
-return {string.format('%.17g', granted), string.format('%.17g', wait)}
+local answers = {}
+for i, key in ipairs(KEYS) do
+  local rate = tonumber(ARGV[i * 5 - 4])
+  local capacity = tonumber(ARGV[i * 5 - 3])
+  local need = tonumber(ARGV[i * 5 - 2])
+  local take = tonumber(ARGV[i * 5 - 1])
+  local extra = tonumber(ARGV[i * 5])
+  local state = redis.call('HMGET', key, 'tokens', 'at')
+  local tokens = tonumber(state[1]) or capacity
+  local at = tonumber(state[2]) or now
+  tokens = math.min(capacity, tokens + math.max(0, now - at) * rate)
+  local granted = 0
+  local wait = 0
+  if tokens < need then
+    wait = (need - tokens) / rate
+  else
+    granted = take + math.max(0, math.min(extra, tokens - take))
+    tokens = tokens - granted
+  end
+  redis.call('HSET', key, 'tokens', string.format('%.17g', tokens), 'at', stamp)
+  redis.call('PEXPIRE', key, math.ceil((capacity - tokens) / rate * 1000) + 1000)
+  answers[i * 2 - 1] = string.format('%.17g', granted)
+  answers[i * 2] = string.format('%.17g', wait)
+end
+return answers
 """
 
 
@@ -84,6 +89,18 @@ class Slice:
     # After a denied lease: when the bucket will hold what was asked, and when to ask again.
     retry_at: float = 0.0
     recheck_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class Lease:
+    """What a process asks of one bucket (LEASE_SCRIPT's arguments)."""
+
+    key: str
+    rate: int
+    capacity: float
+    need: float
+    take: float
+    extra: float
 
 
 @dataclass
@@ -158,6 +175,7 @@ class RedisRateLimiter(RateLimiter):
         with slices.lock:
             now = time.monotonic()
             held = [self._slice(slices, unit, rate) for unit, rate, _ in wanted]
+            short = []
             for piece, (unit, rate, amount) in zip(held, wanted, strict=True):
                 # A request larger than the whole bucket passes once the bucket is full.
                 needed = min(amount, piece.capacity)
@@ -166,24 +184,32 @@ class RedisRateLimiter(RateLimiter):
                 if now < piece.recheck_at:
                     raise over_limit(source, unit=unit, rate=rate, wait=piece.retry_at - now)
                 # Admission leases a slice without spending; a check leases what it spends.
-                shortfall = max(0.0, needed - piece.held)
-                take = amount - piece.held if spend else 0.0
+                lease = Lease(
+                    key=f"{self._key_prefix}{source.name}:{unit}",
+                    rate=rate,
+                    capacity=piece.capacity,
+                    need=max(0.0, needed - piece.held),
+                    take=amount - piece.held if spend else 0.0,
+                    extra=piece.size,
+                )
+                short.append((piece, unit, lease))
+            if short:
                 try:
-                    granted, wait = self._lease_from_redis(
-                        key=f"{self._key_prefix}{source.name}:{unit}",
-                        rate=rate,
-                        capacity=piece.capacity,
-                        need=shortfall,
-                        take=take,
-                        extra=piece.size,
-                    )
+                    answers = self._lease_from_redis([lease for _, _, lease in short])
                 except RedisUnavailable:
                     return False
-                if wait > 0:
-                    piece.retry_at = now + wait
-                    piece.recheck_at = now + min(wait, RECHECK_S)
+                denied = None
+                for (piece, unit, lease), (granted, wait) in zip(short, answers, strict=True):
+                    if wait > 0:
+                        piece.retry_at = now + wait
+                        piece.recheck_at = now + min(wait, RECHECK_S)
+                        if denied is None or wait > denied[2]:
+                            denied = (unit, lease.rate, wait)
+                    else:
+                        piece.held += granted
+                if denied is not None:
+                    unit, rate, wait = denied
                     raise over_limit(source, unit=unit, rate=rate, wait=wait)
-                piece.held += granted
             if spend:
                 for piece, (_, _, amount) in zip(held, wanted, strict=True):
                     piece.held -= amount
@@ -206,19 +232,20 @@ class RedisRateLimiter(RateLimiter):
             )
         return piece
 
-    def _lease_from_redis(
-        self, *, key: str, rate: int, capacity: float, need: float, take: float, extra: float
-    ) -> tuple[float, float]:
-        """Return (granted, wait) from the bucket at `key`; raise RedisUnavailable."""
+    def _lease_from_redis(self, leases: list[Lease]) -> list[tuple[float, float]]:
+        """Return (granted, wait) for each lease, in one round trip; raise RedisUnavailable."""
         if not self._may_try():
             raise RedisUnavailable
+        args = []
+        for lease in leases:
+            args += [lease.rate, lease.capacity, lease.need, lease.take, lease.extra]
         try:
-            granted, wait = self._lease(keys=[key], args=[rate, capacity, need, take, extra])
+            answer = self._lease(keys=[lease.key for lease in leases], args=args)
         except (redis.RedisError, OSError) as error:
             self._failed(error)
             raise RedisUnavailable from error
         self._answered()
-        return float(granted), float(wait)
+        return [(float(answer[i]), float(answer[i + 1])) for i in range(0, len(answer), 2)]
 
     def _may_try(self) -> bool:
         """Return whether to ask Redis: always while it answers, once per RETRY_S while not."""
