@@ -14,6 +14,12 @@ from ingestsite import embedded
 from tests.stack import POSTGRES_ADMIN_URL, ROOT, START_TIMEOUT_S, Stack
 
 CPUS = os.cpu_count() or 1
+# The Redis that .ci/services starts; each stack's keys go under a prefix of its own.
+REDIS_URL = "redis://127.0.0.1:6379/0"
+# Above what a stack accepts here, so no request is refused: each process leases a slice of
+# 1/20 of it (10,000 events) from Redis, a few times a second under the batch load.
+REDIS_LIMIT_EVENTS = 200_000
+REDIS_LIMIT_BYTES = 200 * 10**6
 # Idle database sessions of a bench stack end after this; the stack reconnects when it works.
 IDLE_SESSION_TIMEOUT_S = 10
 
@@ -110,6 +116,8 @@ class Variant:
     uses_worker: bool = True  # the Celery worker carries the events to Kafka
     delivers: bool = True  # every accepted event must be found in Kafka
     needs: tuple[str, ...] = ()
+    # create_source arguments of the bench's source: its rate limits.
+    source_args: tuple[str, ...] = ()
 
     def path(self, scenario: Scenario, topic: str) -> str:
         if scenario.protocol:
@@ -138,6 +146,26 @@ def all_variants(*, serve_args: tuple[str, ...], worker_env: tuple) -> list[Vari
             args=serve_args,
             env=(("KAFKA_CLIENT", "kafka-python"), *worker_env),
             scenarios=ALL_SCENARIOS,
+        ),
+        Variant(
+            "ours-redis-limits",
+            f"gateway, serve.py defaults, rate limits in Redis (the source limited to "
+            f"{REDIS_LIMIT_EVENTS:,} events/s and {REDIS_LIMIT_BYTES // 10**6} MB/s: "
+            "never refused)",
+            "ours",
+            args=serve_args,
+            env=(
+                ("KAFKA_CLIENT", "kafka-python"),
+                ("INGEST_RATE_LIMIT_BACKEND", "ingest.control.ratelimit.redis.RedisRateLimiter"),
+                ("REDIS_URL", REDIS_URL),
+                *worker_env,
+            ),
+            scenarios=("single-200", "batch-50", "batch-200"),
+            needs=("redis-limits",),
+            source_args=(
+                f"--max-events-per-s={REDIS_LIMIT_EVENTS}",
+                f"--max-bytes-per-s={REDIS_LIMIT_BYTES}",
+            ),
         ),
         Variant(
             "processes-1",
@@ -244,6 +272,9 @@ def detect_features() -> dict[str, str | None]:
         "confluent_kafka": module("confluent_kafka"),
         "gunicorn": module("gunicorn"),
         "gevent": module("gevent"),
+        "redis-limits": None
+        if "INGEST_RATE_LIMIT_BACKEND" in settings_text
+        else "ingestsite/settings.py has no INGEST_RATE_LIMIT_BACKEND yet",
         "uwsgi": None
         if uwsgi.exists()
         else f"no uwsgi binary at {uwsgi} (pip install uwsgi failed or did not run)",
@@ -271,6 +302,7 @@ class BenchStack(Stack):
                 "DJANGO_SETTINGS_MODULE": variant.settings,
                 "KAFKA_DEFAULT_TOPIC": self.show_topic,
                 "LOG_LEVEL": "WARNING",
+                "INGEST_RATE_LIMIT_KEY_PREFIX": f"bench:{run_id}:{variant.name}:",
                 **dict(variant.env),
             },
         )
@@ -293,12 +325,15 @@ class BenchStack(Stack):
     def issue_api_key(self, *, protocol_topics: dict[str, str]) -> str | None:
         """Create the benchmark's source and return its key, or None if this gateway has no keys.
 
-        Production mode requires API keys: the source may write every topic, has no rate limit,
-        and sends each client protocol's events to its topic (`protocol_topics`).
+        Production mode requires API keys: the source may write every topic, has the variant's
+        rate limits (none unless it says), and sends each client protocol's events to its topic
+        (`protocol_topics`).
         """
         routes = [f"--protocol-topic={name}={topic}" for name, topic in protocol_topics.items()]
         try:
-            created = self.run_manage("create_source", "bench", "--topics", "*", *routes)
+            created = self.run_manage(
+                "create_source", "bench", "--topics", "*", *routes, *self.variant.source_args
+            )
         except subprocess.CalledProcessError as error:
             if "Unknown command" in error.stderr:
                 return None
