@@ -168,6 +168,19 @@ def all_variants(*, serve_args: tuple[str, ...], worker_env: tuple) -> list[Vari
             ),
         ),
         Variant(
+            "ours-local-limits",
+            "gateway, serve.py defaults, rate limits in each process (the same limits)",
+            "ours",
+            args=serve_args,
+            env=(("KAFKA_CLIENT", "kafka-python"), *worker_env),
+            scenarios=("single-200", "batch-50", "batch-200"),
+            needs=("redis-limits",),
+            source_args=(
+                f"--max-events-per-s={REDIS_LIMIT_EVENTS}",
+                f"--max-bytes-per-s={REDIS_LIMIT_BYTES}",
+            ),
+        ),
+        Variant(
             "processes-1",
             "gateway, serve.py --processes 1",
             "processes",

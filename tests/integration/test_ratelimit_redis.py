@@ -14,11 +14,14 @@ from django.conf import settings
 from ingest.control import keys
 from ingest.control.ratelimit import RateLimited
 from ingest.control.ratelimit import redis as redis_backend
+from tests.faults.loadgen import LoadGenerator
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
 SHARED_RUN_S = 3.0
+SERVE_RUN_S = 4.0
+SERVE_RATE = 100
 PROCESSES = 2
 THREADS_PER_PROCESS = 2
 
@@ -65,11 +68,18 @@ def test_a_lease_takes_the_shortfall_and_a_slice_ahead_then_spends_it_in_memory(
     # One event and a slice of 50 (1/20 of the rate) left the bucket of 1,000.
     assert 949 <= first["tokens"] < 951
     assert 0 < client.pttl(key) <= 52_000 / 1_000 + 1_000
-    for _ in range(50):
+    for _ in range(25):
         gateway.check(source, events=1, nbytes=10)
-    assert bucket(client, key)["at"] == first["at"], "the slice was spent without Redis"
+    assert bucket(client, key)["at"] == first["at"], "half a slice spent without Redis"
     gateway.check(source, events=1, nbytes=10)
-    assert bucket(client, key)["at"] > first["at"], "a spent slice leases the next"
+    # Less than half a slice left: a background thread leases the 26 spent, with no request.
+    refilled = wait_until(
+        lambda: (now := bucket(client, key))["at"] > first["at"] and now,
+        timeout=5,
+        message="the slice was not refilled",
+    )
+    refill = (refilled["at"] - first["at"]) * 1_000
+    assert refilled["tokens"] == pytest.approx(first["tokens"] + refill - 26, abs=0.01)
 
 
 def test_a_request_leases_its_events_and_its_bytes_in_one_round_trip(redis_limits, client):
@@ -239,3 +249,45 @@ def test_an_outage_falls_back_to_the_share_and_ends_when_redis_answers(private_r
     # Retried at most once a second: within about a second of Redis coming back.
     wait_until(leased_again, timeout=5, message="the limiter did not use Redis again")
     watcher.close()
+
+
+def test_serve_py_processes_hold_one_limit_through_redis(stack_factory, redis_limits, capsys):
+    stack = stack_factory(
+        extra_env={
+            "INGEST_RATE_LIMIT_BACKEND": "ingest.control.ratelimit.redis.RedisRateLimiter",
+            "REDIS_URL": settings.REDIS_URL,
+            "INGEST_RATE_LIMIT_KEY_PREFIX": redis_limits,
+            "INGEST_RATE_LIMIT_PROCESSES": "2",
+            "LOG_LEVEL": "WARNING",
+        }
+    )
+    created = stack.run_manage(
+        "create_source", "limited", "--topics", "*", "--max-events-per-s", str(SERVE_RATE)
+    )
+    key = created.stdout.split()[-1]
+    stack.start_server("--processes", "2")
+    started = time.monotonic()
+    load = LoadGenerator(
+        port=stack.port,
+        topic="limited",
+        prefix="rl",
+        threads=8,
+        max_seconds=SERVE_RUN_S,
+        pause_after_rejection_s=0.01,
+        headers={"X-Api-Key": key},
+    )
+    load.start()
+    result = load.wait()
+    # Counted from the load's start: the bucket starts full (a second's burst).
+    allowed = SERVE_RATE * (1.0 + result.duration)
+    accepted = len(result.accepted)
+    with capsys.disabled():
+        print(
+            f"\n[ratelimit] serve.py --processes 2, {SERVE_RATE} events/s, "
+            f"{result.duration:.1f} s: accepted {accepted} events of {allowed:.0f} allowed "
+            f"({100 * (accepted / allowed - 1):+.1f} %), 429s {result.statuses[429]}, "
+            f"other errors {result.other_errors}; {time.monotonic() - started:.1f} s in all"
+        )
+    assert result.statuses[503] == 0 and result.other_errors == 0
+    assert result.statuses[429] > 0
+    assert allowed * 0.8 <= accepted <= allowed * 1.1

@@ -1,12 +1,15 @@
 """Rate limits shared by every process and host: a token bucket per source and unit in Redis.
 
 Each process leases small slices of a source's budget from the Redis bucket and spends them in
-its own memory, so a request costs a round trip only when its process's slice runs out. A lease
-takes what the request lacks plus a slice ahead (1/20 of a second's rate, at most the burst), so
-a source sending at its limit costs each process about 20 lease calls a second, whatever its
-request rate. Unused slices are not given back: a slice leased now may be spent a while later,
-when the bucket has refilled meanwhile, so over any window a source gets at most one slice per
-process more than its limit (and never more than its limit in the long run).
+its own memory, so requests do not wait for Redis. Once a slice is half spent, a background
+thread leases the next one; a request waits for a lease only when its process holds too little
+for it (its first request, or a burst faster than the refills), and that lease takes what the
+request lacks plus a slice ahead. A slice is 1/20 of a second's rate (at most the burst), so a
+source sending at its limit costs each process about 20 leases a second, whatever its request
+rate. Unused slices are not given back: a slice leased now may be spent a while later, when the
+bucket has refilled meanwhile, so over any window a source gets at most about two slices per
+process (a refill and a request's lease may cross) more than its limit, and never more than its
+limit in the long run.
 
 A denied lease is remembered: the process answers 429 without asking Redis again until the
 bucket can have refilled, or RECHECK_S at most, so a flood over the limit costs Redis at most
@@ -21,6 +24,7 @@ once per outage.
 import logging
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import redis
@@ -86,6 +90,7 @@ class Slice:
     capacity: float
     size: float
     held: float = 0.0
+    refilling: bool = False
     # After a denied lease: when the bucket will hold what was asked, and when to ask again.
     retry_at: float = 0.0
     recheck_at: float = 0.0
@@ -144,6 +149,8 @@ class RedisRateLimiter(RateLimiter):
         self._sources: dict[str, SourceSlices] = {}
         self._outage = False
         self._next_try = 0.0
+        # One thread leases ahead for every source; each slice has at most one refill queued.
+        self._refills = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ratelimit-refill")
 
     @classmethod
     def from_settings(cls) -> "RedisRateLimiter":
@@ -210,10 +217,39 @@ class RedisRateLimiter(RateLimiter):
                 if denied is not None:
                     unit, rate, wait = denied
                     raise over_limit(source, unit=unit, rate=rate, wait=wait)
-            if spend:
-                for piece, (_, _, amount) in zip(held, wanted, strict=True):
-                    piece.held -= amount
+            if not spend:
+                return True
+            refills = []
+            for piece, (unit, rate, amount) in zip(held, wanted, strict=True):
+                piece.held -= amount
+                if piece.held < piece.size / 2 and not piece.refilling and now >= piece.recheck_at:
+                    piece.refilling = True
+                    lease = Lease(
+                        key=f"{self._key_prefix}{source.name}:{unit}",
+                        rate=rate,
+                        capacity=piece.capacity,
+                        need=0.0,
+                        take=0.0,
+                        extra=piece.size - piece.held,
+                    )
+                    refills.append((piece, lease))
+        if refills:
+            self._refills.submit(self._refill, slices, refills)
         return True
+
+    def _refill(self, slices: SourceSlices, refills: list[tuple[Slice, Lease]]) -> None:
+        """Lease the next slices ahead, off the request path; a failure only leaves them."""
+        granted = [0.0] * len(refills)
+        leases = [lease for _, lease in refills]
+        try:
+            granted = [amount for amount, _ in self._lease_from_redis(leases)]
+        except RedisUnavailable:
+            logger.debug("rate limits: a refill found Redis unavailable")
+        finally:
+            with slices.lock:
+                for (piece, _), amount in zip(refills, granted, strict=True):
+                    piece.refilling = False
+                    piece.held += amount
 
     def _slices(self, name: str) -> SourceSlices:
         slices = self._sources.get(name)
