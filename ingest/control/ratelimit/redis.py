@@ -222,7 +222,13 @@ class RedisRateLimiter(RateLimiter):
             refills = []
             for piece, (unit, rate, amount) in zip(held, wanted, strict=True):
                 piece.held -= amount
-                if piece.held < piece.size / 2 and not piece.refilling and now >= piece.recheck_at:
+                # Not while Redis is away: the requests' own tries probe it once a second.
+                if (
+                    piece.held < piece.size / 2
+                    and not piece.refilling
+                    and not self._outage
+                    and now >= piece.recheck_at
+                ):
                     piece.refilling = True
                     lease = Lease(
                         key=f"{self._key_prefix}{source.name}:{unit}",
@@ -234,7 +240,12 @@ class RedisRateLimiter(RateLimiter):
                     )
                     refills.append((piece, lease))
         if refills:
-            self._refills.submit(self._refill, slices, refills)
+            try:
+                self._refills.submit(self._refill, slices, refills)
+            except RuntimeError:  # the interpreter is exiting: a request leases if it must
+                with slices.lock:
+                    for piece, _ in refills:
+                        piece.refilling = False
         return True
 
     def _refill(self, slices: SourceSlices, refills: list[tuple[Slice, Lease]]) -> None:
