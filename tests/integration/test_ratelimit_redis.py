@@ -2,8 +2,6 @@
 
 import contextlib
 import shutil
-import socket
-import subprocess
 import threading
 import time
 
@@ -14,7 +12,9 @@ from django.conf import settings
 from ingest.control import keys
 from ingest.control.ratelimit import RateLimited
 from ingest.control.ratelimit import redis as redis_backend
+from tests.conftest import ARTIFACTS
 from tests.faults.loadgen import LoadGenerator
+from tests.redis_server import PrivateRedis
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -171,54 +171,13 @@ def test_two_processes_share_one_budget_within_ten_percent(redis_limits, capsys)
     assert allowed * 0.9 <= total <= allowed * 1.1
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-class PrivateRedis:
-    """A redis-server of the test's own on a free port, which the test may stop and start."""
-
-    def __init__(self, *, port: int, log_path):
-        self.port = port
-        self.url = f"redis://127.0.0.1:{port}/0"
-        self._log_path = log_path
-        self._process: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        with open(self._log_path, "ab") as log:
-            self._process = subprocess.Popen(
-                [
-                    "redis-server", "--bind", "127.0.0.1", "--port", str(self.port),
-                    "--save", "", "--appendonly", "no",
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )  # fmt: skip
-        connection = redis.Redis.from_url(self.url, socket_timeout=1, socket_connect_timeout=1)
-
-        def answers() -> bool:
-            try:
-                return connection.ping()
-            except redis.RedisError:
-                return False
-
-        wait_until(answers, timeout=10, message="the private redis-server did not start")
-        connection.close()
-
-    def stop(self) -> None:
-        if self._process is not None:
-            self._process.kill()
-            self._process.wait(timeout=10)
-            self._process = None
-
-
 @pytest.fixture
 def private_redis(tmp_path):
     if shutil.which("redis-server") is None:
         pytest.skip("redis-server is not installed (.ci/services installs it)")
-    server = PrivateRedis(port=free_port(), log_path=tmp_path / "redis.log")
+    log_dir = ARTIFACTS / tmp_path.name
+    log_dir.mkdir(parents=True, exist_ok=True)
+    server = PrivateRedis(log_path=log_dir / "redis.log")
     server.start()
     yield server
     server.stop()
