@@ -103,11 +103,18 @@ def size(inputs: Inputs, *, rate: int, shape: str) -> Size:
         kafka_partitions=math.ceil(
             rate * inputs.kafka_bytes_per_event / MB / inputs.kafka_partition_mb_s
         ),
-        saturates_first=saturates_first(inputs, events_per_request=SHAPES[shape], queues=queues),
+        saturates_first=saturates_first(
+            inputs,
+            events_per_request=SHAPES[shape],
+            events_per_batch=events_per_batch,
+            queues=queues,
+        ),
     )
 
 
-def saturates_first(inputs: Inputs, *, events_per_request: int, queues: int) -> str:
+def saturates_first(
+    inputs: Inputs, *, events_per_request: int, events_per_batch: float, queues: int
+) -> str:
     """Say which part runs out first as the rate grows, and why."""
     if queues > 1:
         return (
@@ -115,9 +122,7 @@ def saturates_first(inputs: Inputs, *, events_per_request: int, queues: int) -> 
             f"helps it; {queues} queues (gateway and worker groups) are needed"
         )
     gateway_us = gateway_event_us(inputs, events_per_request=events_per_request)
-    worker_us = worker_event_us(
-        inputs, client="kafka-python", events_per_batch=inputs.batch_max_events
-    )
+    worker_us = worker_event_us(inputs, client="kafka-python", events_per_batch=events_per_batch)
     if gateway_us >= worker_us:
         return (
             f"the gateway: {gateway_us:.0f} us of CPU per event against a worker's "
@@ -253,12 +258,39 @@ def table(sizes: list[Size]) -> str:
     return "\n".join(lines)
 
 
+def ceilings(inputs: Inputs) -> list[str]:
+    """Say what one core of each part and one queue and partition take, in events/s."""
+    lines = [
+        f"- one gateway core, {shape}: "
+        f"{inputs.utilization * 1e6 / gateway_event_us(inputs, events_per_request=k):,.0f}"
+        for shape, k in SHAPES.items()
+    ]
+    for client in CLIENTS:
+        full = worker_event_us(inputs, client=client, events_per_batch=inputs.batch_max_events)
+        lines.append(
+            f"- one worker core, {client}, full batches: {inputs.utilization * 1e6 / full:,.0f}"
+        )
+    lines.append(
+        "- one RabbitMQ quorum queue: "
+        f"{inputs.rabbitmq_queue_mb_s * MB / inputs.message_bytes_per_event:,.0f}"
+    )
+    lines.append(
+        "- one Kafka partition: "
+        f"{inputs.kafka_partition_mb_s * MB / inputs.kafka_bytes_per_event:,.0f}"
+    )
+    return lines
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     inputs = inputs_from(args)
     sizes = [size(inputs, rate=rate, shape=shape) for rate in args.rates for shape in SHAPES]
     print(table(sizes))
     print()
+    print(f"Events/s, at {args.utilization:.0%} of each core:")
+    print("\n".join(ceilings(inputs)))
+    print()
+    print("Inputs:")
     for name, value in sorted(vars(args).items()):
         print(f"- `--{name.replace('_', '-')}` {value}")
 
