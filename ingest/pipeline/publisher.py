@@ -23,7 +23,9 @@ def connect_to_any_node(connection: Connection) -> None:
     kombu's connect() tries at most two URLs; a cluster whose first two nodes are down would
     then look unreachable. Each URL gets the connection timeout; nothing sleeps in between.
     """
-    connection.ensure_connection(max_retries=max(len(connection.alt), 1) - 1)
+    connection.ensure_connection(
+        max_retries=max(len(connection.alt), 1) - 1, reraise_as_library_errors=False
+    )
 
 
 class TaskPublisher:
