@@ -39,9 +39,12 @@ def accepted_after(load: LoadGenerator, count: int, *, timeout: float) -> float:
 
 def test_kill_9_quorum_queue_leader_under_load(rabbitmq_cluster, fault_stack, topic, report):
     began = time.monotonic()
-    stack = fault_stack(CELERY_BROKER_URL=rabbitmq_cluster.url, INGEST_QUEUE_TYPE="quorum")
-    worker_log = stack.log_dir / "worker.log"
-    log_start = log_size(worker_log)
+    # INFO shows each publish the gateway retried over a new connection.
+    stack = fault_stack(
+        CELERY_BROKER_URL=rabbitmq_cluster.url, INGEST_QUEUE_TYPE="quorum", LOG_LEVEL="INFO"
+    )
+    worker_log, server_log = stack.log_dir / "worker.log", stack.log_dir / "serve.log"
+    log_start, server_log_start = log_size(worker_log), log_size(server_log)
     stack.start_worker()
     stack.start_server()
     # The worker must consume before the kill, so that batches are in flight on its channel.
@@ -74,6 +77,9 @@ def test_kill_9_quorum_queue_leader_under_load(rabbitmq_cluster, fault_stack, to
     failed = [started for started, _ in result.failures if started >= killed_at]
     last_refusal = max([end for end, _ in refused] + failed, default=killed_at)
     worker_losses = log_since(worker_log, log_start).count("Connection to broker lost")
+    server_lines = log_since(server_log, server_log_start)
+    retried = server_lines.count("; reconnecting once")
+    given_up = server_lines.count("publishing batch ") - server_lines.count("PublishAbandoned")
     codes = Counter(
         rejection.body.get("code") if isinstance(rejection.body, dict) else "not JSON"
         for _, rejection in refused
@@ -86,6 +92,9 @@ def test_kill_9_quorum_queue_leader_under_load(rabbitmq_cluster, fault_stack, to
         f"{last_refusal - killed_at:.1f}s after the kill; {RECOVERY_ACCEPTS} events accepted "
         f"again {accepting_again_s:.1f}s after it; the worker lost its broker connection "
         f"{worker_losses} times",
+        f"the gateway published {retried} batches again over a new connection; "
+        f"{retried - given_up} of them were confirmed, {given_up} failed again (their requests "
+        "got 503)",
         f"test wall time {time.monotonic() - began:.1f}s plus the cluster start",
     )
     assert_nothing_lost(figures)
