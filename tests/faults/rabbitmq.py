@@ -164,7 +164,7 @@ class PrivateRabbitMQCluster:
         with ThreadPoolExecutor(len(self.nodes)) as pool:
             list(pool.map(PrivateRabbitMQ.start, self.nodes))
         first = self.nodes[0]
-        # Mnesia takes one join at a time; joining in parallel may fail on a locked schema.
+        # One at a time: each node joins the cluster as the previous join left it.
         for node in self.nodes[1:]:
             node.ctl("stop_app")
             node.ctl("join_cluster", first.node)
