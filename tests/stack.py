@@ -189,9 +189,14 @@ class Stack:
     def queue_depth(self) -> int:
         from kombu import Connection
 
+        # Declared with the gateway's arguments: RabbitMQ refuses another x-queue-type.
+        quorum = self.env.get("INGEST_QUEUE_TYPE") == "quorum"
         with Connection(self.env["CELERY_BROKER_URL"], connect_timeout=2) as connection:
             _, depth, _ = connection.default_channel.queue_declare(
-                queue=self.queue, durable=True, auto_delete=False
+                queue=self.queue,
+                durable=True,
+                auto_delete=False,
+                arguments={"x-queue-type": "quorum"} if quorum else None,
             )
             return depth
 
