@@ -38,7 +38,6 @@ GATEWAY_PORT = 8000
 GATEWAY_PROCESSES = 2
 WORKER_CONCURRENCY = 4
 START_TIMEOUT_S = 45.0
-HAPROXY_UP_TIMEOUT_S = 15.0
 HAPROXY_DOWN_TIMEOUT_S = 5.0
 # The shipped checks take a dead host out within about 2 s (deploy/haproxy/haproxy.cfg).
 HOST_OUT_BOUND_S = 3.0
