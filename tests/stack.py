@@ -34,8 +34,8 @@ def free_port() -> int:
 class Tansu:
     """A Tansu broker with memory storage on a free port; SIGSTOP/SIGCONT freeze and thaw it."""
 
-    def __init__(self, log_dir: Path):
-        self.address = f"127.0.0.1:{free_port()}"
+    def __init__(self, log_dir: Path, *, host: str = "127.0.0.1"):
+        self.address = f"{host}:{free_port()}"
         self.process = embedded.start_tansu(self.address, log_path=log_dir / "tansu.log")
 
     def freeze(self) -> None:

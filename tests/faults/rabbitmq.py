@@ -26,21 +26,22 @@ def rabbitmq_available() -> bool:
 
 
 class PrivateRabbitMQ:
-    """rabbitmq-server in the foreground on free ports, its data in `base_dir`.
+    """rabbitmq-server in the foreground on free ports of `host`, its data in `base_dir`.
 
     Nodes meant to form a cluster share one Erlang `cookie`; by default each node has its own.
     """
 
-    def __init__(self, base_dir: Path, *, cookie: str | None = None):
+    def __init__(self, base_dir: Path, *, host: str = "127.0.0.1", cookie: str | None = None):
         self.base_dir = base_dir
+        self.host = host
         self.base_dir.mkdir(parents=True, exist_ok=True)
         self.node = f"faults-{uuid.uuid4().hex[:8]}@localhost"
         self.port = free_port()
         self.dist_port = free_port()
-        self.url = f"amqp://guest:guest@127.0.0.1:{self.port}//"
+        self.url = f"amqp://guest:guest@{host}:{self.port}//"
         # The system config pins listeners to 5672 and the system node name; use our own files.
         (base_dir / "rabbitmq.conf").write_text(
-            f"listeners.tcp.1 = 127.0.0.1:{self.port}\nloopback_users = none\n"
+            f"listeners.tcp.1 = {host}:{self.port}\nloopback_users = none\n"
         )
         (base_dir / "rabbitmq-env.conf").write_text("")
         (base_dir / "enabled_plugins").write_text("[].\n")
@@ -52,7 +53,7 @@ class PrivateRabbitMQ:
             **os.environ,
             "HOME": str(base_dir),
             "RABBITMQ_NODENAME": self.node,
-            "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
+            "RABBITMQ_NODE_IP_ADDRESS": host,
             "RABBITMQ_NODE_PORT": str(self.port),
             "RABBITMQ_DIST_PORT": str(self.dist_port),
             "RABBITMQ_CONFIG_FILE": str(base_dir / "rabbitmq.conf"),
@@ -75,9 +76,7 @@ class PrivateRabbitMQ:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        embedded.wait_for_port(
-            "127.0.0.1", self.port, process=self.process, timeout=START_TIMEOUT_S
-        )
+        embedded.wait_for_port(self.host, self.port, process=self.process, timeout=START_TIMEOUT_S)
 
     def ctl(self, *args: str) -> str:
         """Run rabbitmqctl against this node (with its cookie) and return what it printed."""
