@@ -1,12 +1,13 @@
 """Measure the CPU one event POST costs inside the WSGI application, fast path on and off.
 
-    .venv/bin/python bench/handler_cost.py [--requests 20000] [--rounds 3]
+    .venv/bin/python bench/handler_cost.py [--requests 20000] [--rounds 3] [--events 1]
 
 Calls the gateway's WSGI application directly (no HTTP server, no broker: batches are handed
-to a publisher that drops them), with the ~200-byte event of bench/wrk/load.lua and ack=none,
-and prints the calling thread's CPU time per request for INGEST_FAST_PATH=true and false, each
-in a fresh process, alternating for --rounds rounds. What it leaves out: cheroot's parsing and
-writing, the wait for the broker, and the publish itself.
+to a publisher that drops them), with --events of the ~200-byte event of bench/wrk/load.lua per
+request (a JSON array when more than one) and ack=none, and prints the calling thread's CPU time
+per request and per event for INGEST_FAST_PATH=true and false, each in a fresh process,
+alternating for --rounds rounds. What it leaves out: cheroot's parsing and writing, the wait for
+the broker, and the publish itself.
 """
 
 import argparse
@@ -29,16 +30,24 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--events", type=int, default=1, help="events in each request's body")
     parser.add_argument("--measure", choices=("true", "false"), help=argparse.SUPPRESS)
     return parser.parse_args()
 
 
-def event_environ(n: int) -> dict:
-    body = (
-        f'{{"id":"cost-{n}","key":"user-{n % 97}","type":"page_view",'
+def event_body(n: int, *, events: int) -> bytes:
+    """Return a request body of `events` ~200-byte events: one object, or an array of them."""
+    items = [
+        f'{{"id":"cost-{n}-{index}","key":"user-{index % 97}","type":"page_view",'
         '"page":"/products/shoes/item-1234","ref":"/search?q=run","ts":1764316800123,'
         '"ua":"Mozilla/5.0 (X11; Linux x86_64)","props":{"ab":"B"}}'
-    ).encode()
+        for index in range(events)
+    ]
+    return (items[0] if events == 1 else "[" + ",".join(items) + "]").encode()
+
+
+def event_environ(n: int, *, events: int) -> dict:
+    body = event_body(n, events=events)
     return {
         "REQUEST_METHOD": "POST",
         "PATH_INFO": "/api/v1/events/bench",
@@ -56,7 +65,7 @@ def event_environ(n: int) -> dict:
     }
 
 
-def measure(requests: int) -> float:
+def measure(requests: int, *, events: int) -> float:
     """Return microseconds of this thread's CPU per request (runs in a child process)."""
     sys.path.insert(0, str(ROOT))
     import django
@@ -92,7 +101,7 @@ def measure(requests: int) -> float:
             raise RuntimeError(f"the gateway answered {status}")
 
     def call(n: int) -> None:
-        body = application(event_environ(n), start_response)
+        body = application(event_environ(n, events=events), start_response)
         b"".join(body)
         getattr(body, "close", lambda: None)()
 
@@ -107,7 +116,7 @@ def measure(requests: int) -> float:
 def main() -> None:
     args = parse_args()
     if args.measure:
-        print(json.dumps(measure(args.requests)))
+        print(json.dumps(measure(args.requests, events=args.events)))
         return
     results: dict[str, list[float]] = {"true": [], "false": []}
     with tempfile.TemporaryDirectory() as data_dir:
@@ -130,6 +139,8 @@ def main() -> None:
                         fast_path,
                         "--requests",
                         str(args.requests),
+                        "--events",
+                        str(args.events),
                     ],
                     env=env,
                     capture_output=True,
@@ -144,7 +155,10 @@ def main() -> None:
                 )
     for fast_path, costs in results.items():
         median = statistics.median(costs)
-        print(f"median INGEST_FAST_PATH={fast_path:5} {median:6.1f} us/request")
+        print(
+            f"median INGEST_FAST_PATH={fast_path:5} {median:6.1f} us/request, "
+            f"{median / args.events:6.1f} us/event ({args.events} events a request)"
+        )
 
 
 if __name__ == "__main__":

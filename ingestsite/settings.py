@@ -238,6 +238,22 @@ CELERY_BROKER_CONNECTION_TIMEOUT = env_float("CELERY_BROKER_CONNECTION_TIMEOUT",
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_HEARTBEAT = env_int("CELERY_BROKER_HEARTBEAT", 30)
 CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_TASK_DEFAULT_QUEUE", "ingest")
+# A classic queue lives on one RabbitMQ node; a quorum queue is replicated on a majority of the
+# cluster, so a 2xx outlives that node (README, "Guarantees"). A queue keeps its type for good:
+# moving to quorum takes a new queue name (docs/CONFIGURATION.md, "Moving to a quorum queue").
+INGEST_QUEUE_TYPE = env_str("INGEST_QUEUE_TYPE", "classic")
+if INGEST_QUEUE_TYPE not in ("classic", "quorum"):
+    raise ImproperlyConfigured(
+        f"INGEST_QUEUE_TYPE must be classic or quorum, got {INGEST_QUEUE_TYPE!r}"
+    )
+# Celery declares the default queue with x-queue-type from this, in the worker and in
+# app.amqp.default_queue, which the gateway's publisher and backlog monitor declare too.
+CELERY_TASK_DEFAULT_QUEUE_TYPE = INGEST_QUEUE_TYPE
+# Quorum queues refuse global QoS: Celery then sets a per-consumer prefetch instead.
+CELERY_WORKER_DETECT_QUORUM_QUEUES = True
+# Celery's consumer without native delayed delivery, which stalls a worker after a node dies
+# (celery_app/consumer.py says why).
+CELERY_WORKER_CONSUMER = "celery_app.consumer:Consumer"
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_TASK_IGNORE_RESULT = True

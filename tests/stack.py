@@ -34,8 +34,8 @@ def free_port() -> int:
 class Tansu:
     """A Tansu broker with memory storage on a free port; SIGSTOP/SIGCONT freeze and thaw it."""
 
-    def __init__(self, log_dir: Path):
-        self.address = f"127.0.0.1:{free_port()}"
+    def __init__(self, log_dir: Path, *, host: str = "127.0.0.1"):
+        self.address = f"{host}:{free_port()}"
         self.process = embedded.start_tansu(self.address, log_path=log_dir / "tansu.log")
 
     def freeze(self) -> None:
@@ -189,9 +189,14 @@ class Stack:
     def queue_depth(self) -> int:
         from kombu import Connection
 
+        # Declared with the gateway's arguments: RabbitMQ refuses another x-queue-type.
+        quorum = self.env.get("INGEST_QUEUE_TYPE") == "quorum"
         with Connection(self.env["CELERY_BROKER_URL"], connect_timeout=2) as connection:
             _, depth, _ = connection.default_channel.queue_declare(
-                queue=self.queue, durable=True, auto_delete=False
+                queue=self.queue,
+                durable=True,
+                auto_delete=False,
+                arguments={"x-queue-type": "quorum"} if quorum else None,
             )
             return depth
 

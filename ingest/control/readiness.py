@@ -1,5 +1,8 @@
 """Readiness: can this gateway take events now? Bounded in time, cached for a moment.
 
+A process that is stopping drains: it answers not ready at once, uncached, while it still serves,
+so a load balancer takes it out before it stops listening (serve.py --drain-seconds).
+
 The database and Kafka are asked; the broker is not: the runtime's backlog monitor already
 reads its queue depth every INGEST_BACKLOG_CHECK_INTERVAL_S, and the probe reports that reading.
 """
@@ -74,9 +77,16 @@ class ReadinessProbe:
         self._running: dict = {}
         self._report: dict | None = None
         self._reported_at = 0.0
+        self._draining = threading.Event()
+
+    def drain(self) -> None:
+        """Report not ready from now on, whatever the checks say."""
+        self._draining.set()
 
     def report(self, *, backlog: BacklogState) -> dict:
         """Say which checks fail; the broker's and the backlog's come from `backlog`."""
+        if self._draining.is_set():
+            return {"status": "draining", "failed": ["draining"], "checks": {}}
         with self._lock:
             if self._report is not None and time.monotonic() - self._reported_at < self._cache_s:
                 return self._report

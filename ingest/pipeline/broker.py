@@ -15,7 +15,7 @@ from ..control import metrics
 from ..ids import uuid7
 from ..records import BatchRecord, batch_kwargsrepr
 from .batcher import Batch
-from .publisher import TaskPublisher
+from .publisher import TaskPublisher, connect_to_any_node
 
 # The delivery task's explicit name; ingest/delivery/tasks.py registers the task under it.
 DELIVER_BATCH_TASK = "ingest.deliver_batch"
@@ -106,9 +106,14 @@ class QueueDepthReader:
             raise
 
 
+def broker_url_count() -> int:
+    """Return how many broker URLs a connection may try (CELERY_BROKER_URL is `;`-separated)."""
+    return len([url for url in settings.CELERY_BROKER_URL.split(";") if url.strip()])
+
+
 def _declared_depth(connection) -> int:
-    connection.ensure_connection(max_retries=1, timeout=settings.CELERY_BROKER_CONNECTION_TIMEOUT)
-    _, depth, _ = connection.default_channel.queue_declare(
-        queue=settings.CELERY_TASK_DEFAULT_QUEUE, durable=True, auto_delete=False, passive=False
-    )
+    connect_to_any_node(connection)
+    # Declared as the workers and the publisher declare it: RabbitMQ refuses a declare whose
+    # x-queue-type differs from the queue's.
+    _, depth, _ = app.amqp.default_queue.bind(connection.default_channel).queue_declare()
     return depth

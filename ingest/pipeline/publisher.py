@@ -17,6 +17,17 @@ class MessageReturned(Exception):
     """The broker returned a published message: no queue is bound to take it."""
 
 
+def connect_to_any_node(connection: Connection) -> None:
+    """Connect to the first broker URL that answers, trying each of a `;` list once.
+
+    kombu's connect() tries at most two URLs; a cluster whose first two nodes are down would
+    then look unreachable. Each URL gets the connection timeout; nothing sleeps in between.
+    """
+    connection.ensure_connection(
+        max_retries=max(len(connection.alt), 1) - 1, reraise_as_library_errors=False
+    )
+
+
 class TaskPublisher:
     """Send one task's messages to one queue and wait for each confirm; not shared by threads.
 
@@ -43,6 +54,8 @@ class TaskPublisher:
 
         The fresh connection declares the exchange, the queue and its binding again, so a
         message returned for want of a binding is published once more after the re-declare.
+        With several broker URLs it goes to the first node that answers, so a message whose
+        connection died unconfirmed with its node is published again on a surviving one.
         """
         try:
             self._send(task_id=task_id, kwargs=kwargs, kwargsrepr=kwargsrepr)
@@ -97,7 +110,7 @@ class TaskPublisher:
     def _open(self) -> Producer:
         connection = self._connect()
         try:
-            connection.connect()
+            connect_to_any_node(connection)
             channel = connection.channel()
             # kombu's virtual transports (standalone mode's file broker) send no basic.return
             # and have no events table; an AMQP channel does.

@@ -11,7 +11,7 @@ from django.db import close_old_connections
 from ..models import DeliveryOutcome
 from ..state import per_process
 from .batcher import Batcher
-from .broker import QueueDepthReader, close_publishers, enqueue_batch
+from .broker import QueueDepthReader, broker_url_count, close_publishers, enqueue_batch
 from .errors import Backlogged, BrokerUnavailable
 
 logger = logging.getLogger(__name__)
@@ -30,7 +30,9 @@ def publish_start_deadline_s() -> float:
 
 def publish_wait_s() -> float:
     """Return how long a request waits for its batch: past it no publish can still succeed."""
-    attempt = settings.CELERY_BROKER_CONNECTION_TIMEOUT + settings.INGEST_PUBLISH_TIMEOUT_S
+    # A fresh connection may try every broker URL in turn, each within the connection timeout.
+    connecting = settings.CELERY_BROKER_CONNECTION_TIMEOUT * broker_url_count()
+    attempt = connecting + settings.INGEST_PUBLISH_TIMEOUT_S
     return publish_start_deadline_s() + PUBLISH_ATTEMPTS * attempt + PUBLISH_WAIT_MARGIN_S
 
 

@@ -119,6 +119,14 @@ OPTIONS = (
         10.0,
         "seconds to finish requests in flight after SIGTERM",
     ),
+    Option(
+        "--drain-seconds",
+        "SERVE_DRAIN_S",
+        float,
+        0.0,
+        "seconds to keep serving after SIGTERM while /readyz answers 503, so a load balancer "
+        "stops sending new requests before the server stops listening",
+    ),
     Option("--max-body-size", "SERVE_MAX_BODY_SIZE", int, 1_048_576, "largest request body, bytes"),
     Option(
         "--max-header-size", "SERVE_MAX_HEADER_SIZE", int, 65_536, "largest request head, bytes"
@@ -174,6 +182,8 @@ def parse_args(
         parser.error("--slow-client-share must be a fraction of the threads, from 0 to 1")
     if args.shutdown_timeout < 0:
         parser.error("--shutdown-timeout must not be negative")
+    if args.drain_seconds < 0:
+        parser.error("--drain-seconds must not be negative")
     if args.accepted_queue_size < 1:
         parser.error("--accepted-queue-size must be at least 1: an unbounded queue hides overload")
     if args.cpu_affinity and not hasattr(os, "sched_setaffinity"):

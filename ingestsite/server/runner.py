@@ -94,6 +94,7 @@ def serve_until_stopped(
             if orphaned():
                 print(f"{name}the supervisor is gone; stopping", file=sys.stderr)
                 break
+        drain(seconds=args.drain_seconds, name=name)
     finally:
         started = time.monotonic()
         print(f"{name}stopping: finishing requests in flight", flush=True)
@@ -102,6 +103,17 @@ def serve_until_stopped(
         clean = shutdown_gateway(timeout=remaining) and clean
         print(f"{name}{'stopped' if clean else 'stopped; some requests did not finish in time'}")
     return 0
+
+
+def drain(*, seconds: float, name: str) -> None:
+    """Keep serving for `seconds` while /readyz answers 503, so load balancers stop sending."""
+    if seconds <= 0:
+        return
+    from ingest.control.readiness import get_probe
+
+    get_probe().drain()
+    print(f"{name}draining: /readyz answers 503 for {seconds:g}s, then it stops", flush=True)
+    time.sleep(seconds)  # the drain itself: the server thread keeps serving meanwhile
 
 
 def pin_to_core(index: int) -> int:

@@ -22,8 +22,8 @@ from ingestsite import embedded
 from ingestsite.server.options import SERVER_THREAD_JOIN_S, child_command
 from ingestsite.server.standalone import print_configuration
 
-# A child's own stop is bounded by --shutdown-timeout + SERVER_THREAD_JOIN_S + 1 s of batcher
-# flush (runner.serve_until_stopped); past this margin the supervisor kills it.
+# A child's own stop is bounded by --drain-seconds + --shutdown-timeout + SERVER_THREAD_JOIN_S
+# + 1 s of batcher flush (runner.serve_until_stopped); past this margin the supervisor kills it.
 CHILD_STOP_MARGIN_S = SERVER_THREAD_JOIN_S + 2.0
 CHILD_KILL_WAIT_S = 5.0
 SUPERVISE_INTERVAL_S = 0.2
@@ -150,7 +150,11 @@ def run_supervisor(args: argparse.Namespace, stop_requested: threading.Event) ->
         print_configuration(args, stack)
         children = [Child(index) for index in range(args.processes)]
         # Registered after the embedded services, so it runs before they stop.
-        stack.callback(stop_children, children, timeout=args.shutdown_timeout + CHILD_STOP_MARGIN_S)
+        stack.callback(
+            stop_children,
+            children,
+            timeout=args.drain_seconds + args.shutdown_timeout + CHILD_STOP_MARGIN_S,
+        )
         for child in children:
             child.start(args)
         sys.stdout.flush()

@@ -12,7 +12,7 @@ from tests.conftest import ARTIFACTS
 from tests.stack import Stack, Tansu
 
 from .loadgen import WRONG_IDS, LoadResult
-from .rabbitmq import PrivateRabbitMQ, rabbitmq_available
+from .rabbitmq import PrivateRabbitMQ, PrivateRabbitMQCluster, rabbitmq_available
 
 DRAIN_TIMEOUT_S = 90.0
 TOPIC_IDLE_S = 1.5
@@ -128,6 +128,20 @@ def private_rabbitmq(artifacts_dir):
     yield node
     node.stop()
     node.remove_data()
+
+
+@pytest.fixture
+def rabbitmq_cluster(artifacts_dir):
+    """Three RabbitMQ nodes of the test's own, joined in one cluster; stopped and wiped after."""
+    if not rabbitmq_available():
+        pytest.skip("rabbitmq-server is not installed")
+    cluster = PrivateRabbitMQCluster(artifacts_dir / "rabbitmq-cluster")
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+        cluster.remove_data()
 
 
 def log_size(path) -> int:

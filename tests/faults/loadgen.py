@@ -22,6 +22,7 @@ class Rejection:
     seconds: float
     retry_after: str | None
     body: object
+    started: float = 0.0  # time.monotonic() when the request started
 
 
 @dataclass
@@ -200,7 +201,9 @@ class LoadGenerator:
             except ValueError:
                 parsed = raw[:200]
             outcome.rejections.append(
-                Rejection(response.status, seconds, response.getheader("Retry-After"), parsed)
+                Rejection(
+                    response.status, seconds, response.getheader("Retry-After"), parsed, started
+                )
             )
             self._stop.wait(self.pause_after_rejection_s)
 

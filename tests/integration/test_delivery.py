@@ -177,6 +177,7 @@ def test_tail_topic_prints_records_with_their_ids(kafka_address, capsys):
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert sorted(line["id"] for line in lines) == sorted(record[1] for record in records)
     assert all(line["value"]["pad"] == "x" * 10 for line in lines)
+    assert {(line["source"], line["protocol"]) for line in lines} == {("", "native")}
 
 
 ENQUEUE_FROM_STDIN = (

@@ -1,7 +1,6 @@
 """The Redis backend against the real Redis: leased slices, one budget for several processes."""
 
 import contextlib
-import shutil
 import threading
 import time
 
@@ -14,7 +13,7 @@ from ingest.control.ratelimit import RateLimited
 from ingest.control.ratelimit import redis as redis_backend
 from tests.conftest import ARTIFACTS
 from tests.faults.loadgen import LoadGenerator
-from tests.redis_server import PrivateRedis
+from tests.faults.redisserver import PrivateRedis, redis_available
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -173,11 +172,10 @@ def test_two_processes_share_one_budget_within_ten_percent(redis_limits, capsys)
 
 @pytest.fixture
 def private_redis(tmp_path):
-    if shutil.which("redis-server") is None:
+    """A Redis of the test's own, which it may stop and start: the shared one is never stopped."""
+    if not redis_available():
         pytest.skip("redis-server is not installed (.ci/services installs it)")
-    log_dir = ARTIFACTS / tmp_path.name
-    log_dir.mkdir(parents=True, exist_ok=True)
-    server = PrivateRedis(log_path=log_dir / "redis.log")
+    server = PrivateRedis(host="127.0.0.1", log_path=ARTIFACTS / tmp_path.name / "redis.log")
     server.start()
     yield server
     server.stop()

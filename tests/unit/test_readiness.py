@@ -69,3 +69,16 @@ def test_readyz_answers_503_with_the_failed_check(client, gateway):
         readiness.get_probe.replace(None)
     assert response.status_code == 503
     assert response.json()["failed"] == ["broker", "backlog"]
+
+
+def test_a_draining_probe_is_not_ready_whatever_the_checks_say(client, gateway):
+    draining = probe(database={}, kafka={})
+    assert draining.report(backlog=backlog(depth=0))["failed"] == []
+    draining.drain()
+    readiness.get_probe.replace(draining)
+    try:
+        response = client.get("/readyz")
+    finally:
+        readiness.get_probe.replace(None)
+    assert response.status_code == 503
+    assert response.json() == {"status": "draining", "failed": ["draining"], "checks": {}}

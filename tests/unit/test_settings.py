@@ -121,3 +121,35 @@ def test_standalone_allows_every_host_and_sets_no_connect_timeout(tmp_path):
     assert loaded["ALLOWED_HOSTS"] == ["*"]
     assert loaded["SECURE_PROXY_SSL_HEADER"] is None
     assert "connect_timeout" not in loaded["DATABASES"]["default"]["OPTIONS"]
+
+
+QUEUE_OF_THE_WORKER = (
+    "import json, django; from celery_app import app; django.setup(); "
+    "from celery.utils.quorum_queues import detect_quorum_queues; "
+    "queue = app.amqp.default_queue; "
+    "print(json.dumps([queue.name, queue.queue_arguments, detect_quorum_queues(app, 'amqp')[0]]))"
+)
+
+
+@pytest.mark.parametrize(
+    ("queue_type", "arguments", "quorum"),
+    [(None, None, False), ("classic", None, False), ("quorum", {"x-queue-type": "quorum"}, True)],
+)
+def test_queue_type_reaches_the_queue_celery_and_the_publisher_declare(
+    queue_type, arguments, quorum
+):
+    environment = {**PRODUCTION_SERVICES, "ALLOWED_HOSTS": "gw", "CELERY_TASK_DEFAULT_QUEUE": "q"}
+    if queue_type:
+        environment["INGEST_QUEUE_TYPE"] = queue_type
+    completed = run_python(environment, "-c", QUEUE_OF_THE_WORKER)
+    assert completed.returncode == 0, completed.stderr
+    # The worker consumes and the gateway publishes to app.amqp.default_queue; a quorum queue
+    # also makes Celery drop global QoS (worker_detect_quorum_queues).
+    assert json.loads(completed.stdout) == ["q", arguments, quorum]
+
+
+def test_an_unknown_queue_type_is_refused():
+    environment = {**PRODUCTION_SERVICES, "ALLOWED_HOSTS": "gw", "INGEST_QUEUE_TYPE": "stream"}
+    completed = run_python(environment, "-c", "import ingestsite.settings")
+    assert completed.returncode != 0
+    assert "INGEST_QUEUE_TYPE must be classic or quorum, got 'stream'" in completed.stderr

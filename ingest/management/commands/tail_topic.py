@@ -25,6 +25,8 @@ class Command(BaseCommand):
                 "partition": record.partition,
                 "offset": record.offset,
                 "id": record.event_id,
+                "source": _header(record, "source"),
+                "protocol": _header(record, "protocol"),
                 "key": record.key,
                 "value": record.value,
             }
@@ -33,3 +35,8 @@ class Command(BaseCommand):
             if count == limit:
                 break
         self.stderr.write(f"{count} records in {topic}")
+
+
+def _header(record, name: str) -> str | None:
+    value = record.headers.get(name)
+    return None if value is None else value.decode(errors="replace")

@@ -1,0 +1,19 @@
+"""How long a request waits for its batch's publish."""
+
+import pytest
+
+from ingest.pipeline import runtime
+
+ONE_NODE = "amqp://guest:guest@a:5672//"
+THREE_NODES = "amqp://guest:guest@a:5672//;amqp://guest:guest@b:5672//;amqp://guest:guest@c:5672//"
+
+
+@pytest.mark.parametrize(("url", "nodes"), [(ONE_NODE, 1), (THREE_NODES, 3)])
+def test_a_request_waits_out_a_connection_to_every_node_in_both_attempts(settings, url, nodes):
+    settings.CELERY_BROKER_URL = url
+    settings.CELERY_BROKER_CONNECTION_TIMEOUT = 2.0
+    settings.INGEST_PUBLISH_TIMEOUT_S = 5.0
+    settings.INGEST_BATCH_MAX_WAIT_MS = 50.0
+    attempt = 2.0 * nodes + 5.0
+    expected = 0.05 + 5.0 + runtime.PUBLISH_ATTEMPTS * attempt + runtime.PUBLISH_WAIT_MARGIN_S
+    assert runtime.publish_wait_s() == pytest.approx(expected)
