@@ -33,14 +33,6 @@ VERIFY_TIMEOUT_S = 60
 # Documented defaults the worker's stop depends on (docs/CONFIGURATION.md).
 KAFKA_DELIVERY_TIMEOUT_S = 15
 DATABASE_CONNECT_TIMEOUT_S = 5
-# Settings that other branches of issue 13 add, with their documentation, at the same time as
-# this one: until they are merged a deployment file may name them before docs/CONFIGURATION.md.
-NOT_MERGED_YET = {
-    "INGEST_QUEUE_TYPE",
-    "INGEST_RATE_LIMIT_BACKEND",
-    "INGEST_RATE_LIMIT_PROCESSES",
-    "REDIS_URL",
-}
 
 
 def documents() -> list[dict]:
@@ -196,8 +188,6 @@ def test_the_worker_pods_get_the_time_a_warm_shutdown_takes():
 @pytest.mark.parametrize("name", sorted(settings_set()))
 def test_every_setting_the_deployment_files_set_is_documented(name):
     documented = documented_names(CONFIGURATION.read_text(encoding="utf-8"))
-    if name in NOT_MERGED_YET and name not in documented:
-        pytest.skip(f"{name} is documented by another branch of issue 13, not merged yet")
     assert name in documented, f"{settings_set()[name]} set {name}, not in CONFIGURATION.md"
 
 
