@@ -7,9 +7,10 @@ from kombu import Connection, Exchange, Queue
 from kombu.transport import memory
 
 from ingest.pipeline.publisher import TaskPublisher, connect_to_any_node
-from tests.settings_quick import CLOSED_PORT
 
-DOWN = f"amqp://guest:guest@127.0.0.1:{CLOSED_PORT}//"
+# Port 9 (discard) has no listener here: a connection is refused at once. Not imported from
+# tests/settings_quick.py: importing a settings module rewrites the environment and DATABASES.
+DOWN = "amqp://guest:guest@127.0.0.1:9//"
 QUORUM = {"x-queue-type": "quorum"}
 
 
