@@ -31,4 +31,8 @@ from tests.settings import *  # noqa: E402,F403
 
 # pytest-django's default SQLite test database lives in memory, where the threads of a test
 # (flushers, worker pool) would each see their own; a file is shared by all of them.
-DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / "test.sqlite3")}  # noqa: F405
+# A copy, not tests.settings' own dict: a process that imported both keeps the full tier's.
+DATABASES = {  # noqa: F405
+    **DATABASES,  # noqa: F405
+    "default": {**DATABASES["default"], "TEST": {"NAME": str(DATA_DIR / "test.sqlite3")}},  # noqa: F405
+}
