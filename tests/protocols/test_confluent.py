@@ -28,8 +28,7 @@ HTTP_TIMEOUT_S = 30
 
 @pytest.fixture(scope="module")
 def sources(sdk_stack) -> tuple[SdkSource, SdkSource]:
-    """One source that may write every topic, one only its own; both made before any request,
-    as the server's key cache would not see a source made later for INGEST_KEY_CACHE_TTL_S."""
+    """One source that may write every topic, one only its own, made once for the module."""
     name = f"kafka-team-{uuid.uuid4().hex[:8]}"
     key = sdk_stack.run_manage("create_source", name, "--topics", "*").stdout.strip()
     anywhere = SdkSource(name=name, key=key, topic="")

@@ -30,11 +30,7 @@ def fresh_ids(count: int) -> list[str]:
 
 @pytest.fixture(scope="module", autouse=True)
 def sources(sdk_stack) -> dict[str, SdkSource]:
-    """Every source this module sends as, created before the gateway's first key lookup.
-
-    Each server process loads its key cache on its first lookup and reloads it only every
-    INGEST_KEY_CACHE_TTL_S (15 s): a source created later is unknown until then.
-    """
+    """Every source this module sends as, made once (each is a manage.py run)."""
     return {
         name: create_source(sdk_stack, protocol_topics={"posthog": "{topic}"})
         for name in ("python", "node", "wire")

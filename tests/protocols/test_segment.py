@@ -22,8 +22,8 @@ NO_LOSS_EVENTS = 2_000
 SEND_TIMEOUT_S = 60
 LEDGER_TIMEOUT_S = 60
 BAD_KEY_TIMEOUT_S = 10
-# A new source's key is known once each serve.py process's key cache reloads
-# (INGEST_KEY_CACHE_TTL_S, 15 s); each probe is a new connection, to any of the processes.
+# A new source's key is known to a serve.py process once an unknown key reloads its key cache
+# (INGEST_KEY_CACHE_MISS_RELOAD_S); each probe is a new connection, to any of the processes.
 KEY_KNOWN_TIMEOUT_S = 30
 KEY_KNOWN_PROBES = 12
 DRIVERS = [segment_python, segment_node]

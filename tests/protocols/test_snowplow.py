@@ -28,10 +28,10 @@ def fresh_ids(count: int) -> list[str]:
 
 @pytest.fixture(scope="module", autouse=True)
 def sources(sdk_stack) -> dict[str, SdkSource]:
-    """Every source this module sends as, made before the gateway reads its first key.
+    """Every source this module sends as, made once (each is a manage.py run).
 
-    A server process learns of a later source only at its next source-table reload
-    (INGEST_KEY_CACHE_TTL_S), and the SDK never retries the 401 it gets meanwhile.
+    The SDK never retries a 401: its tests depend on the key cache reloading for an unknown key
+    (INGEST_KEY_CACHE_MISS_RELOAD_S).
     """
     made = {
         use: create_source(sdk_stack, protocol_topics={"snowplow": "{topic}"})
