@@ -768,7 +768,10 @@ def _step_cells(index: int, step: dict) -> list:
     backlog, delivered, cpu = step["backlog"], step["delivered"], step["cpu"]
     verdict = "holds" if step["holds"] else "fails: " + "; ".join(step["reasons"])
     return [
-        ("met" if step["holds"] else "unmet", str(index + 1)),
+        (
+            "met" if step["holds"] else "unmet",
+            f"{index + 1}{' (repeat)' if step.get('repeat') else ''}",
+        ),
         f"{step['rate']:,.0f}",
         f"{step['offered_events_per_s']:,.0f}",
         f"{step['ok_events_per_s']:,.0f}",
@@ -843,8 +846,9 @@ def _capacity_section(results: dict) -> str:
         f"at most {capacity.P99_LIMIT_MS:.0f} ms, and the topic holds every accepted event "
         f"{capacity.DELIVERY_LIMIT_S:.0f} s after the last answer (every id is checked once the "
         f"queues drained). The search rises x{capacity.RISE_FACTOR:g} from a start rate until a "
-        "step fails, then bisects. Delivered events/s: the slope of the records in the topic over "
-        "the step's second half. CPU per event: CPU seconds of the server's and the workers' "
+        "step fails, then bisects; a failed step runs once more before it counts. Delivered "
+        "events/s: the slope of the step's ids found in the topic over the step's second half. "
+        "CPU per event: CPU seconds of the server's and the workers' "
         "process trees (from /proc) over the events accepted in the step, the workers' counted "
         "until the last event was in Kafka. The load generator (Python asyncio) runs on the same "
         'cores; a step it could not send on time is marked "generator late".</p>',

@@ -150,3 +150,17 @@ def test_report_has_the_table_and_a_chart_per_scenario():
     text = report.capacity_text_table(results)
     assert text.splitlines()[0].split()[:2] == ["variant", "scenario"]
     assert "250" in text.splitlines()[1]
+
+
+def test_a_failed_step_runs_once_more_before_it_counts():
+    outcomes = iter([True, False, True, False, False])
+    measured = []
+
+    def measure(rate: float) -> bool:
+        measured.append(rate)
+        return next(outcomes)
+
+    held, failed = capacity.search(measure, start=100, max_rises=3, bisections=0, repeats=1)
+    # 200 failed once (a stall) and held when repeated; 400 failed twice.
+    assert measured == [100, 200, 200, 400, 400]
+    assert (held, failed) == (200, 400)
