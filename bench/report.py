@@ -758,6 +758,7 @@ STEP_HEADERS = [
     "in Kafka after s",
     "server CPU us/event",
     "worker CPU us/event",
+    "bench process cores",
     "generator late",
     "load",
     "verdict",
@@ -784,6 +785,7 @@ def _step_cells(index: int, step: dict) -> list:
         "" if delivered["within_s"] is None else f"{delivered['within_s']:.1f}",
         f"{cpu['server_us_per_event']:,.0f}",
         f"{cpu['worker_us_per_event']:,.0f}",
+        f"{cpu['generator_cores']:.2f}",
         f"{step['max_schedule_lag_ms']:.0f} ms" if step["generator_late"] else "",
         f"{step['load_average']:.1f}",
         escape(verdict),
@@ -850,8 +852,10 @@ def _capacity_section(results: dict) -> str:
         "events/s: the slope of the step's ids found in the topic over the step's second half. "
         "CPU per event: CPU seconds of the server's and the workers' "
         "process trees (from /proc) over the events accepted in the step, the workers' counted "
-        "until the last event was in Kafka. The load generator (Python asyncio) runs on the same "
-        'cores; a step it could not send on time is marked "generator late".</p>',
+        "until the last event was in Kafka. The load generator (Python asyncio) and the Kafka tail "
+        "run in the bench's process, on the same cores (its cores per step are shown); a step "
+        f"whose generator fell over {capacity.GENERATOR_LATE_MS:.0f} ms behind its schedule is "
+        'marked "generator late".</p>',
         _table(list(capacity.TABLE_HEADERS), capacity.table_rows(found), left_columns=2),
     ]
     for result in found:

@@ -74,7 +74,7 @@ def step(**changes) -> dict:
         "load_average": 1.0,
         "backlog": {"slope_per_s": 0.1, "max": 3, "end": 0, "samples": []},
         "delivered": {"events_per_s": 498.0, "within_s": 0.3, "in_kafka_by_deadline": 5000},
-        "cpu": {"server_us_per_event": 400.0, "worker_us_per_event": 300.0},
+        "cpu": {"server_us_per_event": 400.0, "worker_us_per_event": 300.0, "generator_cores": 0.1},
         "kafka": {"lost": 0},
     }
     for key, value in changes.items():
