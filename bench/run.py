@@ -1,7 +1,7 @@
 """Benchmark the gateway against other designs in one interleaved run; write HTML and JSON.
 
-make bench                      # full run, about 15 minutes on 2 cores
-make bench BENCH_ARGS=--quick   # every comparison once, briefly: about 5 minutes
+make bench                      # full run, about 15 minutes on 2 cores + the capacity search
+make bench BENCH_ARGS=--quick   # every comparison once, briefly: about 5 minutes + the search
 make bench BENCH_ARGS="--quick --capacity-only"   # the sustained-capacity search only
 bench/.venv/bin/python -m bench.run --help
 """
