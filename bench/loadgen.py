@@ -16,6 +16,7 @@ WRK_EXTRA_WAIT_S = 30.0
 # load.lua modes that send a client protocol's batch; their answers list no event ids.
 PROTOCOL_MODES = ("segment", "posthog", "snowplow", "confluent")
 PROTOCOL_BATCH_SIZE = 100  # load.lua's BATCH_SIZE
+NOT_SENT = -2  # an open-loop request given up on before it was sent
 
 
 @dataclass
@@ -201,8 +202,10 @@ class OpenLoopRun:
     intended_s: list[float] = field(default_factory=list)  # offset from the start
     latency_ms: list[float] = field(default_factory=list)  # from the intended send time
     service_ms: list[float] = field(default_factory=list)  # from the actual send
-    statuses: list[int] = field(default_factory=list)  # 0: connection error, -1: timeout
+    # 0: connection error, -1: timeout, NOT_SENT: given up before sending
+    statuses: list[int] = field(default_factory=list)
     accepted_ids: list[str] = field(default_factory=list)
+    mode: str = "single"  # single | batch | show, as bench/wrk/load.lua's modes
     late_sends: int = 0  # requests sent more than 1 ms after their intended time
     max_schedule_lag_ms: float = 0.0  # how late the generator itself queued a request
     wall_s: float = 0.0  # until the last answer arrived
@@ -215,6 +218,30 @@ def single_event(event_id: str, n: int) -> bytes:
         '"page":"/products/shoes/item-1234","ref":"/search?q=run","ts":1764316800123,'
         '"ua":"Mozilla/5.0 (X11; Linux x86_64)","props":{"ab":"B"}}'
     ).encode()
+
+
+def batch_body(prefix: str, n: int) -> bytes:
+    """A batch of PROTOCOL_BATCH_SIZE single events, as bench/wrk/load.lua's batch mode."""
+    events = b",".join(
+        single_event(f"{prefix}-{index}", n) for index in range(1, PROTOCOL_BATCH_SIZE + 1)
+    )
+    return b'{"events":[' + events + b"]}"
+
+
+def request_bytes(
+    *, mode: str, host: str, port: int, path: str, event_id: str, n: int, key_header: str
+) -> bytes:
+    """One HTTP/1.1 request of `mode`: a single event, a batch, or the tracking-pixel GET."""
+    if mode == "show":
+        return (
+            f"GET {path}?id={event_id} HTTP/1.1\r\nHost: {host}:{port}\r\n{key_header}\r\n".encode()
+        )
+    body = batch_body(event_id, n) if mode == "batch" else single_event(event_id, n)
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\n{key_header}"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
 
 
 async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes, bool]:
@@ -242,6 +269,7 @@ async def _open_loop(
     prefix: str,
     timeout_s: float,
     api_key: str | None,
+    give_up_after_s: float | None,
 ) -> None:
     loop = asyncio.get_running_loop()
     key_header = f"X-Api-Key: {api_key}\r\n" if api_key else ""
@@ -251,20 +279,24 @@ async def _open_loop(
     async def connection_worker() -> None:
         reader = writer = None
         while (job := await queue.get()) is not None:
-            intended, body = job
+            intended, request = job
             if loop.time() - intended > 0.001:
                 run.late_sends += 1
+            if give_up_after_s is not None and loop.time() - intended > give_up_after_s:
+                # Far past any latency bound: the run has failed, so sending the rest of the
+                # queue would only make it last longer.
+                run.intended_s.append(intended - start)
+                run.latency_ms.append((loop.time() - intended) * 1000)
+                run.service_ms.append(0.0)
+                run.statuses.append(NOT_SENT)
+                continue
             idle[0] -= 1
             status, sent = 0, loop.time()
             try:
                 if writer is None:
                     reader, writer = await asyncio.open_connection(host, port)
                 sent = loop.time()
-                head = (
-                    f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\n{key_header}"
-                    f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
-                )
-                writer.write(head.encode() + body)
+                writer.write(request)
                 status, payload, close = await asyncio.wait_for(_read_response(reader), timeout_s)
                 if 200 <= status < 300:
                     run.accepted_ids.extend(json.loads(payload)["ids"])
@@ -294,8 +326,16 @@ async def _open_loop(
         lag_ms = (now - (start + sent / run.rate)) * 1000 if due > sent else 0.0
         run.max_schedule_lag_ms = max(run.max_schedule_lag_ms, lag_ms)
         while sent < due:
-            event_id = f"{prefix}-{sent}"
-            queue.put_nowait((start + sent / run.rate, single_event(event_id, sent)))
+            request = request_bytes(
+                mode=run.mode,
+                host=host,
+                port=port,
+                path=path,
+                event_id=f"{prefix}-{sent}",
+                n=sent,
+                key_header=key_header,
+            )
+            queue.put_nowait((start + sent / run.rate, request))
             sent += 1
         await asyncio.sleep(max(0.0, start + sent / run.rate - loop.time()))
     for _ in workers:
@@ -314,9 +354,15 @@ def run_open_loop(
     prefix: str,
     timeout_s: float,
     api_key: str | None,
+    mode: str = "single",
+    give_up_after_s: float | None = None,
 ) -> OpenLoopRun:
-    """Send single-event POSTs at `rate` per second whatever the answers take."""
-    run = OpenLoopRun(rate=rate, seconds=seconds, connections=connections)
+    """Send `mode` requests at `rate` per second whatever the answers take.
+
+    give_up_after_s: requests that could not be sent that long after their intended time are
+    not sent at all (status NOT_SENT), so an overloaded run ends soon after its planned length.
+    """
+    run = OpenLoopRun(rate=rate, seconds=seconds, connections=connections, mode=mode)
     started = time.monotonic()
     asyncio.run(
         _open_loop(
@@ -327,6 +373,7 @@ def run_open_loop(
             prefix=prefix,
             timeout_s=timeout_s,
             api_key=api_key,
+            give_up_after_s=give_up_after_s,
         )
     )
     run.wall_s = time.monotonic() - started

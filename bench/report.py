@@ -3,6 +3,7 @@
 import math
 from html import escape
 
+from . import capacity
 from .variants import CLIENT_PROTOCOLS, PROTOCOL_CONNECTIONS
 
 COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
@@ -468,6 +469,8 @@ def render(results: dict) -> str:
             f"{machine['cpus']} cores, so absolute figures are low and noisy; ratios measured "
             "in the same interleaved run are more telling.</p>"
         )
+    if not cells:  # --capacity-only: the search is all there is
+        out.append(_capacity_section(results))
     out.append("<h2>Targets (this run)</h2>")
     out.append(
         _table(
@@ -491,6 +494,8 @@ def render(results: dict) -> str:
     out.append(_comparison_section(results))
     out.append(_protocol_section(results))
     out.append(_open_loop_section(results))
+    if cells:
+        out.append(_capacity_section(results))
     out.append("<h2>Per scenario</h2>")
     for cell in cells:
         is_ours = cell["variant"] == "ours"
@@ -726,6 +731,147 @@ def _open_loop_section(results: dict) -> str:
     )
 
 
+def capacity_text_table(results: dict) -> str:
+    """The "Sustained capacity" table as aligned text, for the log."""
+    rows = [list(capacity.TABLE_HEADERS), *capacity.table_rows(results["capacity"])]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(
+            cell.ljust(width) if i < 2 else cell.rjust(width)
+            for i, (cell, width) in enumerate(zip(row, widths, strict=True))
+        )
+        for row in rows
+    )
+
+
+STEP_HEADERS = [
+    "step",
+    "req/s",
+    "offered events/s",
+    "2xx events/s",
+    "delivered events/s",
+    "p50 ms",
+    "p99 ms",
+    "max ms",
+    "backlog slope /s",
+    "backlog max",
+    "in Kafka after s",
+    "server CPU us/event",
+    "worker CPU us/event",
+    "bench process cores",
+    "generator late",
+    "load",
+    "verdict",
+]
+
+
+def _step_cells(index: int, step: dict) -> list:
+    backlog, delivered, cpu = step["backlog"], step["delivered"], step["cpu"]
+    verdict = "holds" if step["holds"] else "fails: " + "; ".join(step["reasons"])
+    return [
+        (
+            "met" if step["holds"] else "unmet",
+            f"{index + 1}{' (repeat)' if step.get('repeat') else ''}",
+        ),
+        f"{step['rate']:,.0f}",
+        f"{step['offered_events_per_s']:,.0f}",
+        f"{step['ok_events_per_s']:,.0f}",
+        "" if delivered["events_per_s"] is None else f"{delivered['events_per_s']:,.0f}",
+        _ms(step["p50_ms"]),
+        _ms(step["p99_ms"]),
+        _ms(step["max_ms"]),
+        "" if backlog["slope_per_s"] is None else f"{backlog['slope_per_s']:+.2f}",
+        "" if backlog["max"] is None else f"{backlog['max']:,}",
+        "" if delivered["within_s"] is None else f"{delivered['within_s']:.1f}",
+        f"{cpu['server_us_per_event']:,.0f}",
+        f"{cpu['worker_us_per_event']:,.0f}",
+        f"{cpu['generator_cores']:.2f}",
+        f"{step['max_schedule_lag_ms']:.0f} ms" if step["generator_late"] else "",
+        f"{step['load_average']:.1f}",
+        escape(verdict),
+    ]
+
+
+def _capacity_charts(result: dict) -> str:
+    steps = sorted(result["steps"], key=lambda step: step["rate"])
+
+    def by_rate(value) -> list:
+        return [(step["offered_events_per_s"], value(step)) for step in steps]
+
+    return (
+        "<div class='charts'>"
+        + line_chart(
+            "latency from intended send time, per step",
+            [
+                ("p50", by_rate(lambda step: step["p50_ms"])),
+                ("p99", by_rate(lambda step: step["p99_ms"])),
+                (f"limit {capacity.P99_LIMIT_MS:.0f}", by_rate(lambda _: capacity.P99_LIMIT_MS)),
+            ],
+            x_label="offered events/s",
+            y_label="ms",
+        )
+        + line_chart(
+            "broker backlog, per step",
+            [
+                ("slope, messages/s", by_rate(lambda step: step["backlog"]["slope_per_s"])),
+                ("max depth", by_rate(lambda step: step["backlog"]["max"])),
+            ],
+            x_label="offered events/s",
+            y_label="messages",
+        )
+        + line_chart(
+            "offered, accepted and delivered, per step",
+            [
+                ("offered", by_rate(lambda step: step["offered_events_per_s"])),
+                ("2xx", by_rate(lambda step: step["ok_events_per_s"])),
+                ("delivered", by_rate(lambda step: step["delivered"]["events_per_s"])),
+            ],
+            x_label="offered events/s",
+            y_label="events/s",
+        )
+        + "</div>"
+    )
+
+
+def _capacity_section(results: dict) -> str:
+    found = results.get("capacity") or []
+    if not found:
+        return "<h2>Sustained capacity</h2><p>Not measured in this run.</p>"
+    run = results["run"]
+    parts = [
+        "<h2>Sustained capacity (open loop; the highest rate that held)</h2>",
+        f"<p>Each step offers one rate for {run['capacity_seconds']:.0f} s at "
+        f"{capacity.CONNECTIONS} connections at most and holds when every request is answered "
+        "2xx, the broker backlog is not growing (least-squares slope of the queue depth, sampled "
+        "every second, over the step's second half at most "
+        f"{capacity.BACKLOG_GROWTH_LIMIT_PER_S:g} message/s), p99 from the intended send time is "
+        f"at most {capacity.P99_LIMIT_MS:.0f} ms, and the topic holds every accepted event "
+        f"{capacity.DELIVERY_LIMIT_S:.0f} s after the last answer (every id is checked once the "
+        f"queues drained). The search rises x{capacity.RISE_FACTOR:g} from a start rate until a "
+        "step fails, then bisects; a failed step runs once more before it counts. Delivered "
+        "events/s: the slope of the step's ids found in the topic over the step's second half. "
+        "CPU per event: CPU seconds of the server's and the workers' "
+        "process trees (from /proc) over the events accepted in the step, the workers' counted "
+        "until the last event was in Kafka. The load generator (Python asyncio) and the Kafka tail "
+        "run in the bench's process, on the same cores (its cores per step are shown); a step "
+        f"whose generator fell over {capacity.GENERATOR_LATE_MS:.0f} ms behind its schedule is "
+        'marked "generator late".</p>',
+        _table(list(capacity.TABLE_HEADERS), capacity.table_rows(found), left_columns=2),
+    ]
+    for result in found:
+        parts.append(
+            f"<details open><summary>{escape(result['variant'])} / {escape(result['scenario'])}: "
+            f"{escape(result['label'])}</summary>"
+            + _table(
+                STEP_HEADERS,
+                [_step_cells(index, step) for index, step in enumerate(result["steps"])],
+            )
+            + _capacity_charts(result)
+            + "</details>"
+        )
+    return "".join(parts)
+
+
 def _environment(results: dict) -> str:
     machine = results["machine"]
     facts = [
@@ -847,6 +993,16 @@ def markdown(results: dict) -> str:
             f"{s['percentiles_ms']['50']:.1f} ms, p99 {s['percentiles_ms']['99']:.1f} ms, "
             f"max {s['max_ms']:.1f} ms, errors {s['errors']}."
         )
+    if results.get("capacity"):
+        lines += [
+            "",
+            f"Sustained capacity (open loop, {results['run']['capacity_seconds']:.0f} s steps; "
+            "the highest rate that held):",
+            "",
+            "| " + " | ".join(capacity.TABLE_HEADERS) + " |",
+            "| --- | --- |" + " ---: |" * (len(capacity.TABLE_HEADERS) - 2),
+            *("| " + " | ".join(row) + " |" for row in capacity.table_rows(results["capacity"])),
+        ]
     if results["skipped"]:
         lines.append("")
         lines.append(

@@ -1,7 +1,8 @@
 """Benchmark the gateway against other designs in one interleaved run; write HTML and JSON.
 
-make bench                      # full run, about 15 minutes on 2 cores
-make bench BENCH_ARGS=--quick   # every comparison once, briefly: about 5 minutes
+make bench                      # full run, about 15 minutes on 2 cores + the capacity search
+make bench BENCH_ARGS=--quick   # every comparison once, briefly: about 5 minutes + the search
+make bench BENCH_ARGS="--quick --capacity-only"   # the sustained-capacity search only
 bench/.venv/bin/python -m bench.run --help
 """
 
@@ -16,17 +17,16 @@ import subprocess
 import sys
 import time
 import uuid
-from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from importlib import metadata
 from pathlib import Path
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "ingestsite.settings")
 
-from ingest.control.topics import read_topic  # noqa: E402
 from tests.stack import ROOT, Tansu  # noqa: E402
 
-from . import loadgen, report, stats  # noqa: E402
+from . import capacity, loadgen, report, stats  # noqa: E402
+from .kafkaread import KAFKA_READ_IDLE_S, count_event_ids  # noqa: E402
 from .variants import (  # noqa: E402
     CLIENT_PROTOCOLS,
     SCENARIOS,
@@ -40,7 +40,6 @@ RESULTS_DIR = ROOT / "bench" / "results"
 STARTUP_PARALLELISM = 3
 DRAIN_TIMEOUT_S = 120.0
 VERIFY_DRAIN_TIMEOUT_S = 600.0  # before reading Kafka back, wait for the slowest design too
-KAFKA_READ_IDLE_S = 2.0
 KAFKA_READ_ATTEMPTS = 4
 REQUEST_TIMEOUT_S = 10.0
 PACKAGES = (
@@ -90,6 +89,20 @@ def parse_args(argv=None) -> argparse.Namespace:
     # cost single-event POSTs a quarter of their rate (docs/BENCHMARKS.md).
     parser.add_argument("--worker-processes", type=int, default=1, help="Celery workers per stack")
     parser.add_argument("--worker-threads", type=int, default=16, help="threads of each worker")
+    parser.add_argument(
+        "--capacity-seconds",
+        type=float,
+        help="seconds of each step of the sustained-capacity search (default 60; quick 10)",
+    )
+    capacity_choice = parser.add_mutually_exclusive_group()
+    capacity_choice.add_argument(
+        "--skip-capacity", action="store_true", help="leave out the sustained-capacity search"
+    )
+    capacity_choice.add_argument(
+        "--capacity-only",
+        action="store_true",
+        help="run only the sustained-capacity search (ours, confluent, seed-delay)",
+    )
     parser.add_argument("--keep-ids", action="store_true", help="keep the accepted-id files")
     parser.add_argument("--out", type=Path, help="results folder (default bench/results/<time>)")
     args = parser.parse_args(argv)
@@ -97,6 +110,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.seconds = args.seconds or (3 if args.quick else 6)
     args.bucket_s = 0.25 if args.seconds <= 5 else 0.5
     args.fixed_seconds = args.fixed_seconds or (5.0 if args.quick else 20.0)
+    args.capacity_seconds = args.capacity_seconds or (10.0 if args.quick else 60.0)
     return args
 
 
@@ -168,6 +182,8 @@ def choose_variants(args, features) -> tuple[list[Variant], list[dict]]:
     for variant in variants:
         missing = [features[need] for need in variant.needs if features.get(need)]
         if variant.name != "ours" and args.only and variant.name not in args.only:
+            continue
+        if args.capacity_only and variant.name not in capacity.VARIANTS:
             continue
         if variant.name in args.skip:
             skipped.append({"variant": variant.name, "label": variant.label, "reason": "--skip"})
@@ -366,63 +382,6 @@ def read_ids(files) -> set[str]:
     return ids
 
 
-def value_id(value: bytes | None) -> str | None:
-    """The "id" member of a record's JSON value (the bench's id where the protocol has none)."""
-    try:
-        return json.loads(value)["id"]
-    except (TypeError, ValueError, KeyError):
-        return None
-
-
-def count_event_ids(*, topic: str, bootstrap: str, id_in_value: bool = False) -> Counter:
-    """Count every record's event-id header (or its value's "id"), from the beginning of every
-    partition."""
-    try:
-        from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
-    except ImportError:  # the slower pure-Python reader of the gateway's own tools
-        return Counter(
-            value_id(record.raw_value) if id_in_value else record.event_id
-            for record in read_topic(
-                topic=topic, idle_timeout_s=KAFKA_READ_IDLE_S, bootstrap_servers=[bootstrap]
-            )
-        )
-    # librdkafka reads hundreds of thousands of records a second; assign() joins no group.
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"bench-read-{uuid.uuid4().hex[:8]}",
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-        }
-    )
-    counts: Counter = Counter()
-    try:
-        metadata = consumer.list_topics(topic, timeout=10).topics.get(topic)
-        partitions = sorted(metadata.partitions) if metadata and not metadata.error else []
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
-        at_end: set[int] = set()
-        idle_since = time.monotonic()
-        while len(at_end) < len(partitions):
-            messages = consumer.consume(num_messages=10_000, timeout=0.5)
-            if not messages and time.monotonic() - idle_since > KAFKA_READ_IDLE_S * 5:
-                break
-            for message in messages:
-                idle_since = time.monotonic()
-                if message.error():
-                    if message.error().code() == KafkaError._PARTITION_EOF:
-                        at_end.add(message.partition())
-                    continue
-                if id_in_value:
-                    counts[value_id(message.value())] += 1
-                    continue
-                headers = dict(message.headers() or [])
-                event_id = headers.get("event-id")
-                counts[event_id.decode() if event_id is not None else None] += 1
-    finally:
-        consumer.close()
-    return counts
-
-
 def check_kafka(stack: BenchStack, checks: list[dict]) -> None:
     """Read each topic back from the beginning; every accepted id must be there."""
     by_topic: dict[str, list[dict]] = {}
@@ -558,10 +517,10 @@ def main(argv=None) -> int:
         # Scenario by scenario, so the variants compared on one scenario run close in time.
         for name in SCENARIOS
         for variant in variants
-        if name in variant.scenarios and name not in left_out
+        if name in variant.scenarios and name not in left_out and not args.capacity_only
     ]
     load_s = len(cells) * args.rounds * args.seconds
-    fixed_s = 2 * args.rounds * args.fixed_seconds
+    fixed_s = 0 if args.capacity_only else 2 * args.rounds * args.fixed_seconds
     # Queues drain after each run: batch runs leave about 3x their length of work for the
     # kafka-python worker, delay()-per-request runs about 2x; the rest a second or two.
     drain_s = args.rounds * sum(
@@ -571,11 +530,25 @@ def main(argv=None) -> int:
         for cell in cells
     )
     log(
-        f"{len(variants)} variants, {len(cells)} scenarios x {args.rounds} round(s) x "
+        f"{len(variants)} variants, {len(cells)} closed-loop scenarios x {args.rounds} round(s) x "
         f"{args.seconds}s = {load_s / 60:.1f} min of load + {fixed_s:.0f}s open loop + about "
         f"{drain_s / 60:.0f} min of queue drains; expect about "
-        f"{(load_s + fixed_s + drain_s + 120) / 60:.0f} min in all. Results: {out}"
+        f"{(load_s + fixed_s + drain_s + 120) / 60:.0f} min"
+        + (" before the capacity search" if not args.skip_capacity else " in all")
+        + f". Results: {out}"
     )
+    if not args.skip_capacity:
+        pairs = len(capacity.plan({variant.name: variant for variant in variants}))
+        typical, most = capacity.expected_seconds(
+            pairs,
+            seconds=args.capacity_seconds,
+            bisections=capacity.QUICK_BISECTIONS if args.quick else capacity.BISECTIONS,
+        )
+        log(
+            f"sustained capacity: {pairs} searches of {args.capacity_seconds:.0f}s steps; this "
+            f"is long: about {typical / 60:.0f} min, at most {most / 60:.0f} min "
+            "(--skip-capacity leaves it out)"
+        )
     machine = machine_info(wrk)
     log(
         f"machine: {machine['cpus']} CPUs, load {machine['load_average_at_start'][0]:.1f}, "
@@ -585,6 +558,7 @@ def main(argv=None) -> int:
     tansu = Tansu(out / "logs")
     stacks: dict[str, BenchStack] = {}
     open_loop_runs: list[dict] = []
+    capacity_results: list[dict] = []
     try:
         skipped += start_stacks(
             variants, stacks, tansu=tansu, out=out, cells=cells, args=args, run_id=run_id
@@ -599,8 +573,18 @@ def main(argv=None) -> int:
             run_id=run_id,
             clock=lambda: time.monotonic() - monotonic_start,
         )
-        open_loop_runs = run_open_loop(stacks, args=args, out=out, run_id=run_id)
-        verify(stacks, cells, open_loop_runs)
+        if not args.capacity_only:
+            open_loop_runs = run_open_loop(stacks, args=args, out=out, run_id=run_id)
+            verify(stacks, cells, open_loop_runs)
+        if not args.skip_capacity:
+            capacity_results = capacity.run_capacity(
+                stacks,
+                seconds=args.capacity_seconds,
+                quick=args.quick,
+                out=out,
+                run_id=run_id,
+                log=log,
+            )
     finally:
         log("stopping the stacks")
         with ThreadPoolExecutor(4) as pool:
@@ -650,6 +634,7 @@ def main(argv=None) -> int:
             "fixed_rate": args.fixed_rate,
             "fixed_seconds": args.fixed_seconds,
             "fixed_connections": args.fixed_connections,
+            "capacity_seconds": None if args.skip_capacity else args.capacity_seconds,
             "worker_processes": args.worker_processes,
             "worker_threads": args.worker_threads,
             "serve_args": args.serve_arg,
@@ -672,6 +657,7 @@ def main(argv=None) -> int:
         ],
         "cells": cells,
         "open_loop": open_loop_runs,
+        "capacity": capacity_results,
     }
     results["comparisons"] = report.comparisons(results)
     results["protocols"] = report.protocol_rows(results)
@@ -685,6 +671,10 @@ def main(argv=None) -> int:
     for target in results["targets"]:
         verdict = {True: "met", False: "NOT met", None: "n/a"}[target["met"]]
         log(f"target {verdict}: {target['text']} ({target['value']})")
+    if capacity_results:
+        log("Sustained capacity (open loop; the highest step that held):")
+        for line in report.capacity_text_table(results).splitlines():
+            log("  " + line)
     for row in results["protocols"]:
         log(
             f"client protocols vs native API, same run: {row['scenario']:15} "
