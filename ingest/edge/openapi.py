@@ -2,22 +2,13 @@
 
 from django.conf import settings
 
+from .openapi_fragments import answer
 from .protocols import registry
 
 
 def _error(description: str, *, retry_after: bool = False) -> dict:
-    response = {
-        "description": description,
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
-    }
-    if retry_after:
-        response["headers"] = {
-            "Retry-After": {
-                "description": "seconds to wait before trying again",
-                "schema": {"type": "string", "pattern": "^[0-9]+$"},
-            }
-        }
-    return response
+    schema = {"$ref": "#/components/schemas/Error"}
+    return answer(description, schema=schema, retry_after=retry_after)
 
 
 ERRORS = {

@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import pytest
+from kombu import Connection
 
 from ingest.control.topics import read_topic
 from ingestsite import embedded
@@ -255,8 +256,6 @@ class Deployment:
         return pids
 
     def queue_depth(self) -> int:
-        from kombu import Connection
-
         with Connection(self.topology.rabbitmq.url, connect_timeout=2) as connection:
             _, depth, _ = connection.default_channel.queue_declare(
                 queue=self.queue, durable=True, auto_delete=False

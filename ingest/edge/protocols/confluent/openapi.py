@@ -1,29 +1,25 @@
 """The Confluent REST Proxy endpoints' part of /openapi.json."""
 
+from ...openapi_fragments import answer
+
 V2_MEDIA_TYPES = ("application/vnd.kafka.json.v2+json", "application/vnd.kafka.binary.v2+json")
 ERROR = {
     "type": "object",
     "required": ["error_code", "message"],
     "properties": {"error_code": {"type": "integer"}, "message": {"type": "string"}},
 }
-RETRY_AFTER = {
-    "Retry-After": {
-        "description": "seconds to wait before trying again",
-        "schema": {"type": "string", "pattern": "^[0-9]+$"},
-    }
-}
 
 
 def _errors(media_type: str, statuses: dict[str, str]) -> dict:
-    responses = {}
-    for status, description in statuses.items():
-        responses[status] = {
-            "description": description,
-            "content": {media_type: {"schema": ERROR}},
-        }
-        if status in ("429", "503"):
-            responses[status]["headers"] = RETRY_AFTER
-    return responses
+    return {
+        status: answer(
+            description,
+            schema=ERROR,
+            media_type=media_type,
+            retry_after=status in ("429", "503"),
+        )
+        for status, description in statuses.items()
+    }
 
 
 V2_ERRORS = _errors(

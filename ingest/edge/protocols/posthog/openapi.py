@@ -1,5 +1,7 @@
 """The OpenAPI 3 description of the PostHog capture endpoints."""
 
+from ...openapi_fragments import answer
+
 # As PostHog spells them: with the trailing slash, which its SDKs send.
 CAPTURE_PATHS = ("/batch/", "/capture/", "/e/", "/i/v0/e/")
 
@@ -63,19 +65,10 @@ ERROR = {
         "attr": {"type": "string", "nullable": True},
     },
 }
-RETRY_AFTER = {
-    "Retry-After": {
-        "description": "seconds to wait before trying again",
-        "schema": {"type": "string", "pattern": "^[0-9]+$"},
-    }
-}
 
 
 def _error(description: str, *, retry_after: bool = False) -> dict:
-    response = {"description": description, "content": {"application/json": {"schema": ERROR}}}
-    if retry_after:
-        response["headers"] = RETRY_AFTER
-    return response
+    return answer(description, schema=ERROR, retry_after=retry_after)
 
 
 RESPONSES = {

@@ -1,5 +1,6 @@
 """The OpenAPI 3 paths of Segment's HTTP Tracking API, merged into /api/v1/openapi.json."""
 
+from ...openapi_fragments import answer
 from .messages import MAX_BATCH_BYTES, MAX_BATCH_MESSAGES, MAX_MESSAGE_BYTES, MESSAGE_TYPES
 
 TAG = "Segment HTTP Tracking API"
@@ -51,19 +52,10 @@ ERROR = {
         "message": {"type": "string"},
     },
 }
-RETRY_AFTER = {
-    "Retry-After": {
-        "description": "seconds to wait before trying again",
-        "schema": {"type": "string", "pattern": "^[0-9]+$"},
-    }
-}
 
 
-def _answer(description: str, schema: dict, *, retry_after: bool = False) -> dict:
-    answer = {"description": description, "content": {"application/json": {"schema": schema}}}
-    if retry_after:
-        answer["headers"] = RETRY_AFTER
-    return answer
+def _answer(description: str, body: dict, *, retry_after: bool = False) -> dict:
+    return answer(description, schema=body, retry_after=retry_after)
 
 
 RESPONSES = {

@@ -1,19 +1,12 @@
 """The OpenAPI 3 paths of the Snowplow tracker protocol's endpoints."""
 
+from ...openapi_fragments import answer
+
+ERROR = {"type": "string", "example": "code: message"}
+
 
 def _text(description: str, *, retry_after: bool = False) -> dict:
-    response = {
-        "description": description,
-        "content": {"text/plain": {"schema": {"type": "string", "example": "code: message"}}},
-    }
-    if retry_after:
-        response["headers"] = {
-            "Retry-After": {
-                "description": "seconds to wait before trying again",
-                "schema": {"type": "string", "pattern": "^[0-9]+$"},
-            }
-        }
-    return response
+    return answer(description, schema=ERROR, media_type="text/plain", retry_after=retry_after)
 
 
 ERRORS = {
