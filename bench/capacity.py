@@ -325,6 +325,7 @@ def run_scenario(
     stack,
     scenario: CapacityScenario,
     *,
+    start: float,
     seconds: float,
     bisections: int,
     out: Path,
@@ -365,7 +366,7 @@ def run_scenario(
 
     held, failed = search(
         measure,
-        start=scenario.start_rate,
+        start=start,
         max_rises=MAX_RISES,
         bisections=bisections,
         repeats=REPEATS,
@@ -376,6 +377,7 @@ def run_scenario(
         "scenario": scenario.name,
         "events_per_request": scenario.events_per_request,
         "steps": steps,
+        "start_rate": start,
         "searched_held_rate": held,
         "first_failed_rate": failed,
     }
@@ -446,12 +448,34 @@ def summarize(result: dict) -> None:
     result["lost"] = sum(step["kafka"].get("lost", 0) for step in result["steps"])
 
 
-def plan(stacks: dict) -> list[tuple[str, CapacityScenario]]:
+def plan(stacks: dict, *, only: tuple[str, ...] = ()) -> list[tuple[str, CapacityScenario]]:
     """(variant, scenario) pairs to search, scenario by scenario so variants compare close in
-    time."""
+    time; `only` keeps the scenarios (`batch`) or pairs (`ours:batch`) it names."""
     return [
-        (name, scenario) for scenario in SCENARIOS for name in scenario.variants if name in stacks
+        (name, scenario)
+        for scenario in SCENARIOS
+        for name in scenario.variants
+        if name in stacks and (not only or {scenario.name, f"{name}:{scenario.name}"} & set(only))
     ]
+
+
+def parse_start_rates(specs: list[str]) -> dict[str, float]:
+    """Read `[VARIANT:]SCENARIO=RATE` start rates; raise ValueError naming a bad one."""
+    known = {scenario.name for scenario in SCENARIOS}
+    rates = {}
+    for spec in specs:
+        target, _, rate = spec.partition("=")
+        if target.rpartition(":")[2] not in known or not rate:
+            raise ValueError(f"{spec!r}: expected [VARIANT:]SCENARIO=RATE, SCENARIO one of {known}")
+        rates[target] = float(rate)
+        if rates[target] <= 0:
+            raise ValueError(f"{spec!r}: the rate must be positive")
+    return rates
+
+
+def start_rate(name: str, scenario: CapacityScenario, rates: dict[str, float]) -> float:
+    """The first step's rate: the pair's own, else the scenario's, else the default."""
+    return rates.get(f"{name}:{scenario.name}", rates.get(scenario.name, scenario.start_rate))
 
 
 def expected_seconds(pairs: int, *, seconds: float, bisections: int) -> tuple[float, float]:
@@ -467,23 +491,34 @@ def expected_seconds(pairs: int, *, seconds: float, bisections: int) -> tuple[fl
     )
 
 
-def run_capacity(stacks: dict, *, seconds: float, quick: bool, out: Path, run_id: str, log):
+def run_capacity(
+    stacks: dict,
+    *,
+    seconds: float,
+    bisections: int,
+    out: Path,
+    run_id: str,
+    log,
+    only: tuple[str, ...] = (),
+    start_rates: dict[str, float] | None = None,
+):
     """Search every planned pair; verify each stack's topics; return the results."""
-    pairs = plan(stacks)
-    bisections = QUICK_BISECTIONS if quick else BISECTIONS
+    pairs = plan(stacks, only=only)
     if not pairs:
         return []
     results = []
     for number, (name, scenario) in enumerate(pairs, start=1):
+        start = start_rate(name, scenario, start_rates or {})
         log(
             f"[capacity {number}/{len(pairs)}] {name} {scenario.name}: from "
-            f"{scenario.start_rate:g} req/s, x{RISE_FACTOR:g} until a step fails, then "
+            f"{start:g} req/s, x{RISE_FACTOR:g} until a step fails, then "
             f"{bisections} bisections; {seconds:.0f}s a step"
         )
         results.append(
             run_scenario(
                 stacks[name],
                 scenario,
+                start=start,
                 seconds=seconds,
                 bisections=bisections,
                 out=out,

@@ -848,7 +848,8 @@ def _capacity_section(results: dict) -> str:
         f"at most {capacity.P99_LIMIT_MS:.0f} ms, and the topic holds every accepted event "
         f"{capacity.DELIVERY_LIMIT_S:.0f} s after the last answer (every id is checked once the "
         f"queues drained). The search rises x{capacity.RISE_FACTOR:g} from a start rate until a "
-        "step fails, then bisects; a failed step runs once more before it counts. Delivered "
+        f"step fails, then bisects {run.get('capacity_bisections', capacity.BISECTIONS)} times; a "
+        "failed step runs once more before it counts. Delivered "
         "events/s: the slope of the step's ids found in the topic over the step's second half. "
         "CPU per event: CPU seconds of the server's and the workers' "
         "process trees (from /proc) over the events accepted in the step, the workers' counted "
@@ -861,7 +862,8 @@ def _capacity_section(results: dict) -> str:
     for result in found:
         parts.append(
             f"<details open><summary>{escape(result['variant'])} / {escape(result['scenario'])}: "
-            f"{escape(result['label'])}</summary>"
+            f"{escape(result['label'])}; the search started at "
+            f"{result.get('start_rate', 0):,.0f} req/s</summary>"
             + _table(
                 STEP_HEADERS,
                 [_step_cells(index, step) for index, step in enumerate(result["steps"])],

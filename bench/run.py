@@ -94,6 +94,26 @@ def parse_args(argv=None) -> argparse.Namespace:
         type=float,
         help="seconds of each step of the sustained-capacity search (default 60; quick 10)",
     )
+    parser.add_argument(
+        "--capacity-scenarios",
+        nargs="+",
+        default=[],
+        metavar="[VARIANT:]SCENARIO",
+        help="search these only, e.g. batch or ours:single (default: every pair)",
+    )
+    parser.add_argument(
+        "--capacity-start",
+        nargs="+",
+        default=[],
+        metavar="[VARIANT:]SCENARIO=RATE",
+        help="first step's req/s, e.g. ours:single=2000 (default 250; batch 25)",
+    )
+    parser.add_argument(
+        "--capacity-bisections",
+        type=int,
+        help=f"bisections after the first failed step (default {capacity.BISECTIONS}; "
+        f"quick {capacity.QUICK_BISECTIONS})",
+    )
     capacity_choice = parser.add_mutually_exclusive_group()
     capacity_choice.add_argument(
         "--skip-capacity", action="store_true", help="leave out the sustained-capacity search"
@@ -111,6 +131,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.bucket_s = 0.25 if args.seconds <= 5 else 0.5
     args.fixed_seconds = args.fixed_seconds or (5.0 if args.quick else 20.0)
     args.capacity_seconds = args.capacity_seconds or (10.0 if args.quick else 60.0)
+    if args.capacity_bisections is None:
+        args.capacity_bisections = capacity.QUICK_BISECTIONS if args.quick else capacity.BISECTIONS
+    try:
+        args.capacity_start_rates = capacity.parse_start_rates(args.capacity_start)
+    except ValueError as error:
+        parser.error(f"--capacity-start {error}")
     return args
 
 
@@ -538,11 +564,14 @@ def main(argv=None) -> int:
         + f". Results: {out}"
     )
     if not args.skip_capacity:
-        pairs = len(capacity.plan({variant.name: variant for variant in variants}))
+        pairs = len(
+            capacity.plan(
+                {variant.name: variant for variant in variants},
+                only=tuple(args.capacity_scenarios),
+            )
+        )
         typical, most = capacity.expected_seconds(
-            pairs,
-            seconds=args.capacity_seconds,
-            bisections=capacity.QUICK_BISECTIONS if args.quick else capacity.BISECTIONS,
+            pairs, seconds=args.capacity_seconds, bisections=args.capacity_bisections
         )
         log(
             f"sustained capacity: {pairs} searches of {args.capacity_seconds:.0f}s steps; this "
@@ -580,10 +609,12 @@ def main(argv=None) -> int:
             capacity_results = capacity.run_capacity(
                 stacks,
                 seconds=args.capacity_seconds,
-                quick=args.quick,
+                bisections=args.capacity_bisections,
                 out=out,
                 run_id=run_id,
                 log=log,
+                only=tuple(args.capacity_scenarios),
+                start_rates=args.capacity_start_rates,
             )
     finally:
         log("stopping the stacks")
@@ -635,6 +666,7 @@ def main(argv=None) -> int:
             "fixed_seconds": args.fixed_seconds,
             "fixed_connections": args.fixed_connections,
             "capacity_seconds": None if args.skip_capacity else args.capacity_seconds,
+            "capacity_bisections": args.capacity_bisections,
             "worker_processes": args.worker_processes,
             "worker_threads": args.worker_threads,
             "serve_args": args.serve_arg,

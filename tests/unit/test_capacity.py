@@ -1,5 +1,7 @@
 """bench/capacity.py: the rate search, the backlog slope, a step's verdict and the report."""
 
+import re
+
 import pytest
 
 from bench import capacity, report
@@ -164,3 +166,29 @@ def test_a_failed_step_runs_once_more_before_it_counts():
     # 200 failed once (a stall) and held when repeated; 400 failed twice.
     assert measured == [100, 200, 200, 400, 400]
     assert (held, failed) == (200, 400)
+
+
+def test_plan_keeps_the_named_scenarios_and_pairs():
+    stacks = {name: object() for name in capacity.VARIANTS}
+    everything = capacity.plan(stacks)
+    assert len(everything) == 7
+    pairs = capacity.plan(stacks, only=("batch", "seed-delay:single"))
+    assert [(name, scenario.name) for name, scenario in pairs] == [
+        ("seed-delay", "single"),
+        ("ours", "batch"),
+        ("confluent", "batch"),
+    ]
+
+
+def test_start_rates_prefer_the_pair_then_the_scenario_then_the_default():
+    rates = capacity.parse_start_rates(["single=1000", "ours:single=2000"])
+    single, _, batch = capacity.SCENARIOS
+    assert capacity.start_rate("ours", single, rates) == 2000
+    assert capacity.start_rate("seed-delay", single, rates) == 1000
+    assert capacity.start_rate("ours", batch, rates) == batch.start_rate
+
+
+@pytest.mark.parametrize("spec", ["single", "nosuch=5", "ours:single=0", "batch="])
+def test_a_malformed_start_rate_is_refused(spec):
+    with pytest.raises(ValueError, match=re.escape(repr(spec))):
+        capacity.parse_start_rates([spec])
