@@ -281,17 +281,24 @@ INGEST_MAX_EVENTS_PER_REQUEST = env_int("INGEST_MAX_EVENTS_PER_REQUEST", 1_000)
 INGEST_MAX_ID_LENGTH = env_int("INGEST_MAX_ID_LENGTH", 128)
 INGEST_BATCH_MAX_EVENTS = env_int("INGEST_BATCH_MAX_EVENTS", 2_000)
 INGEST_BATCH_MAX_BYTES = env_int("INGEST_BATCH_MAX_BYTES", 1_048_576)
-# An idle gateway publishes at once; a busy one at most one batch per window, so an event waits
-# up to this long. Each batch costs a worker about the same CPU whatever its size, so a longer
-# window means fewer, larger batches under load (docs/BENCHMARKS.md, "Defaults").
+# The next batch is taken when the previous publish is confirmed; only while the workers fall
+# behind (the queue deeper than the grow depth and not shrinking, at each backlog reading) a
+# window spaces the takes, doubling from the minimum up to the maximum; a queue at most the shrink
+# depth halves it. Each batch costs a worker about the same CPU whatever its size, so a longer
+# window means fewer, larger batches under load (docs/BENCHMARKS.md, "Why the window matters").
 INGEST_BATCH_MAX_WAIT_MS = env_float("INGEST_BATCH_MAX_WAIT_MS", 50.0)
+INGEST_BATCH_MIN_WAIT_MS = env_float("INGEST_BATCH_MIN_WAIT_MS", 5.0)
+INGEST_BATCH_WINDOW_GROW_DEPTH = env_int("INGEST_BATCH_WINDOW_GROW_DEPTH", 20)
+INGEST_BATCH_WINDOW_SHRINK_DEPTH = env_int("INGEST_BATCH_WINDOW_SHRINK_DEPTH", 2)
 INGEST_FLUSHERS = env_int("INGEST_FLUSHERS", 2)
 INGEST_PENDING_MAX_EVENTS = env_int("INGEST_PENDING_MAX_EVENTS", 50_000)
 INGEST_PENDING_MAX_BYTES = env_int("INGEST_PENDING_MAX_BYTES", 32 * 1_048_576)
 INGEST_PUBLISH_TIMEOUT_S = env_float("INGEST_PUBLISH_TIMEOUT_S", 5.0)
 INGEST_DELIVERED_TIMEOUT_S = env_float("INGEST_DELIVERED_TIMEOUT_S", 10.0)
 INGEST_BACKLOG_HIGH_WATER = env_int("INGEST_BACKLOG_HIGH_WATER", 2_000)
-INGEST_BACKLOG_CHECK_INTERVAL_S = env_float("INGEST_BACKLOG_CHECK_INTERVAL_S", 1.0)
+# The batch window follows these readings, so they come often enough for it to move within a
+# second; each is one queue declare on a kept connection.
+INGEST_BACKLOG_CHECK_INTERVAL_S = env_float("INGEST_BACKLOG_CHECK_INTERVAL_S", 0.25)
 INGEST_RETRY_AFTER_S = env_int("INGEST_RETRY_AFTER_S", 1)
 INGEST_DELIVERY_MAX_ATTEMPTS = env_int("INGEST_DELIVERY_MAX_ATTEMPTS", 30)
 INGEST_DELIVERY_MAX_AGE_S = env_float("INGEST_DELIVERY_MAX_AGE_S", 3_600.0)

@@ -1,9 +1,11 @@
 """Group commit: concurrent requests share one broker publish, bounded in events and bytes.
 
-An idle batcher publishes a request's events at once; while events keep coming it publishes
-at most one batch per window (max_wait_s), so a busy gateway sends few large batches: each one
-costs a worker about the same CPU whatever its size (docs/BENCHMARKS.md, "Why the window
-matters").
+A batch forms while the previous publish waits for its confirm, and is taken as soon as that
+confirm comes (natural group commit), unless a window is set: then at most one batch is taken
+per window. The window comes from the caller (pipeline.window: none while the workers keep up,
+up to max_wait_s while they fall behind), because each batch costs a worker about the same CPU
+whatever its size (docs/BENCHMARKS.md, "Why the window matters"). No event waits for others
+longer than max_wait_s after the previous take.
 """
 
 import logging
@@ -66,6 +68,7 @@ class Batcher:
         pending_max_bytes: int,
         flushers: int = 2,
         start_deadline_s: float = float("inf"),
+        window_s: Callable[[], float] | None = None,
     ):
         self._publish = publish
         self._max_events = max_events
@@ -74,6 +77,7 @@ class Batcher:
         self._pending_max_events = pending_max_events
         self._pending_max_bytes = pending_max_bytes
         self._start_deadline_s = start_deadline_s
+        self._window_s = window_s or (lambda: max_wait_s)
         self._condition = threading.Condition()
         self._open: Batch | None = None
         self._sealed: deque[Batch] = deque()
@@ -81,6 +85,7 @@ class Batcher:
         self._pending_bytes = 0
         self._closing = False
         self._last_taken_at = float("-inf")
+        self._in_flight = 0
         self._threads = [
             threading.Thread(target=self._flush_forever, name=f"ingest-flusher-{n}", daemon=True)
             for n in range(flushers)
@@ -151,20 +156,29 @@ class Batcher:
         with self._condition:
             while True:
                 if self._sealed:
-                    self._last_taken_at = time.monotonic()
-                    return self._sealed.popleft()
+                    return self._take(self._sealed.popleft())
                 batch = self._open
                 if batch is None:
                     if self._closing:
                         return None
                     self._condition.wait()
                     continue
-                remaining = self._last_taken_at + self._max_wait_s - time.monotonic()
-                if remaining <= 0 or self._closing or len(batch.records) >= self._max_events:
+                if self._closing or len(batch.records) >= self._max_events:
                     self._open = None
-                    self._last_taken_at = time.monotonic()
-                    return batch
+                    return self._take(batch)
+                # While a publish waits for its confirm the next batch keeps growing; a broker
+                # slow to confirm still gets the next one once the longest window is over.
+                spacing = self._window_s() if self._in_flight == 0 else self._max_wait_s
+                remaining = self._last_taken_at + spacing - time.monotonic()
+                if remaining <= 0:
+                    self._open = None
+                    return self._take(batch)
                 self._condition.wait(remaining)
+
+    def _take(self, batch: Batch) -> Batch:
+        self._last_taken_at = time.monotonic()
+        self._in_flight += 1
+        return batch
 
     def _flush_forever(self) -> None:
         while (batch := self._next_batch()) is not None:
@@ -181,4 +195,7 @@ class Batcher:
             with self._condition:
                 self._pending_events -= len(batch.records)
                 self._pending_bytes -= batch.nbytes
+                self._in_flight -= 1
+                # A flusher holding the open batch back for this confirm may take it now.
+                self._condition.notify_all()
             batch.published.set()

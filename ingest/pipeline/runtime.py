@@ -13,6 +13,7 @@ from ..state import per_process
 from .batcher import Batcher
 from .broker import QueueDepthReader, broker_url_count, close_publishers, enqueue_batch
 from .errors import Backlogged, BrokerUnavailable
+from .window import AdaptiveWindow
 
 logger = logging.getLogger(__name__)
 
@@ -39,8 +40,9 @@ def publish_wait_s() -> float:
 class BacklogMonitor:
     """Poll the broker queue depth in the background so requests can shed load without I/O."""
 
-    def __init__(self, *, read_depth, interval_s: float, high_water: int):
+    def __init__(self, *, read_depth, interval_s: float, high_water: int, on_depth=None):
         self._read_depth = read_depth
+        self._on_depth = on_depth
         self._interval_s = interval_s
         self._high_water = high_water
         self.depth: int | None = None
@@ -75,6 +77,8 @@ class BacklogMonitor:
             try:
                 self.depth = self._read_depth()
                 self.error = None
+                if self._on_depth is not None:
+                    self._on_depth(self.depth)
             except Exception as error:  # any failure to reach the broker means shed load
                 self.error = f"{type(error).__name__}: {error}"
                 logger.warning("backlog check failed: %s", self.error)
@@ -143,6 +147,12 @@ class Gateway:
 @per_process
 def get_gateway() -> Gateway:
     """Return this process's gateway, started on first use."""
+    window = AdaptiveWindow(
+        max_s=settings.INGEST_BATCH_MAX_WAIT_MS / 1000,
+        min_s=settings.INGEST_BATCH_MIN_WAIT_MS / 1000,
+        grow_depth=settings.INGEST_BATCH_WINDOW_GROW_DEPTH,
+        shrink_depth=settings.INGEST_BATCH_WINDOW_SHRINK_DEPTH,
+    )
     return Gateway(
         batcher=Batcher(
             publish=enqueue_batch,
@@ -153,11 +163,13 @@ def get_gateway() -> Gateway:
             pending_max_bytes=settings.INGEST_PENDING_MAX_BYTES,
             flushers=settings.INGEST_FLUSHERS,
             start_deadline_s=publish_start_deadline_s(),
+            window_s=lambda: window.seconds,
         ),
         backlog=BacklogMonitor(
             read_depth=QueueDepthReader(),
             interval_s=settings.INGEST_BACKLOG_CHECK_INTERVAL_S,
             high_water=settings.INGEST_BACKLOG_HIGH_WATER,
+            on_depth=window.observe,
         ),
         outcomes=OutcomeWatcher(),
     )

@@ -158,3 +158,67 @@ def test_a_batch_no_flusher_started_by_its_deadline_is_never_published(publisher
     assert [batch.batch_id for batch in publisher.batches] == [stuck.batch.batch_id]
     assert batcher.pending == (0, 0)
     batcher.close(timeout=1)
+
+
+def test_without_a_window_the_next_batch_forms_while_the_previous_publish_waits(publisher):
+    entered = threading.Semaphore(0)
+
+    def publish(batch):
+        entered.release()
+        publisher(batch)
+
+    publisher.gate.clear()  # the broker has not confirmed the first batch yet
+    batcher = make_batcher(publish, flushers=2, max_wait_s=10, window_s=lambda: 0.0)
+    first = batcher.submit(topic="t", events=make_events(1))
+    assert entered.acquire(timeout=2)
+    later = [batcher.submit(topic="t", events=make_events(1)) for _ in range(3)]
+    # The second flusher is free, but holds the open batch back for the first confirm.
+    assert not entered.acquire(timeout=0.2)
+    publisher.gate.set()
+    for ticket in (first, *later):
+        assert ticket.batch.published.wait(2)
+    assert [len(batch.records) for batch in publisher.batches] == [1, 3]
+    batcher.close(timeout=1)
+
+
+def test_without_a_window_each_confirmed_publish_lets_the_next_batch_go_at_once(publisher):
+    batcher = make_batcher(publisher, max_wait_s=10, window_s=lambda: 0.0)
+    started = time.monotonic()
+    for _ in range(5):
+        assert batcher.submit(topic="t", events=make_events(1)).batch.published.wait(2)
+    assert time.monotonic() - started < 2
+    assert len(publisher.batches) == 5
+    batcher.close(timeout=1)
+
+
+def test_the_window_spaces_the_publishes_as_soon_as_it_is_set(publisher):
+    window = [0.0]
+    batcher = make_batcher(publisher, max_wait_s=10, window_s=lambda: window[0])
+    assert batcher.submit(topic="t", events=make_events(1)).batch.published.wait(2)
+    window[0] = 0.3
+    taken_before = time.monotonic()
+    tickets = [batcher.submit(topic="t", events=make_events(1)) for _ in range(4)]
+    for ticket in tickets:
+        assert ticket.batch.published.wait(2)
+    assert time.monotonic() - taken_before >= 0.25
+    assert [len(batch.records) for batch in publisher.batches] == [1, 4]
+    batcher.close(timeout=1)
+
+
+def test_a_broker_slow_to_confirm_gets_the_next_batch_after_the_longest_window(publisher):
+    entered = threading.Semaphore(0)
+
+    def publish(batch):
+        entered.release()
+        publisher(batch)
+
+    publisher.gate.clear()  # the first publish never confirms during the test
+    batcher = make_batcher(publish, flushers=2, max_wait_s=0.2, window_s=lambda: 0.0)
+    batcher.submit(topic="t", events=make_events(1))
+    assert entered.acquire(timeout=2)
+    taken_before = time.monotonic()
+    batcher.submit(topic="t", events=make_events(1))
+    assert entered.acquire(timeout=2)
+    assert time.monotonic() - taken_before >= 0.15
+    publisher.gate.set()
+    batcher.close(timeout=1)

@@ -1,4 +1,6 @@
-"""How long a request waits for its batch's publish."""
+"""The runtime: how long a request waits for its publish, and where backlog readings go."""
+
+import threading
 
 import pytest
 
@@ -17,3 +19,21 @@ def test_a_request_waits_out_a_connection_to_every_node_in_both_attempts(setting
     attempt = 2.0 * nodes + 5.0
     expected = 0.05 + 5.0 + runtime.PUBLISH_ATTEMPTS * attempt + runtime.PUBLISH_WAIT_MARGIN_S
     assert runtime.publish_wait_s() == pytest.approx(expected)
+
+
+def test_the_backlog_monitor_hands_every_reading_to_the_window():
+    readings = iter([3, 40, 41])
+    seen = []
+    done = threading.Event()
+
+    def on_depth(depth):
+        seen.append(depth)
+        if len(seen) == 3:
+            done.set()
+
+    monitor = runtime.BacklogMonitor(
+        read_depth=lambda: next(readings, 41), interval_s=0.01, high_water=100, on_depth=on_depth
+    )
+    assert done.wait(2)
+    monitor.stop()
+    assert seen[:3] == [3, 40, 41]
