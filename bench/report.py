@@ -731,6 +731,11 @@ def _open_loop_section(results: dict) -> str:
     )
 
 
+def capacity_workers(run: dict) -> int:
+    """Worker processes per stack in the capacity search (runs before it had their own: one)."""
+    return run.get("capacity_worker_processes") or run["worker_processes"]
+
+
 def capacity_text_table(results: dict) -> str:
     """The "Sustained capacity" table as aligned text, for the log."""
     rows = [list(capacity.TABLE_HEADERS), *capacity.table_rows(results["capacity"])]
@@ -840,7 +845,9 @@ def _capacity_section(results: dict) -> str:
     run = results["run"]
     parts = [
         "<h2>Sustained capacity (open loop; the highest rate that held)</h2>",
-        f"<p>Each step offers one rate for {run['capacity_seconds']:.0f} s at "
+        f"<p>Each stack runs {capacity_workers(run)} "
+        f"Celery worker process(es) x {run['worker_threads']} threads for the search. "
+        f"Each step offers one rate for {run['capacity_seconds']:.0f} s at "
         f"{capacity.CONNECTIONS} connections at most and holds when every request is answered "
         "2xx, the broker backlog is not growing (least-squares slope of the queue depth, sampled "
         "every second, over the step's second half at most "
@@ -998,8 +1005,9 @@ def markdown(results: dict) -> str:
     if results.get("capacity"):
         lines += [
             "",
-            f"Sustained capacity (open loop, {results['run']['capacity_seconds']:.0f} s steps; "
-            "the highest rate that held):",
+            f"Sustained capacity (open loop, {results['run']['capacity_seconds']:.0f} s steps, "
+            f"{capacity_workers(results['run'])} worker process(es) per stack; the highest rate "
+            "that held):",
             "",
             "| " + " | ".join(capacity.TABLE_HEADERS) + " |",
             "| --- | --- |" + " ---: |" * (len(capacity.TABLE_HEADERS) - 2),

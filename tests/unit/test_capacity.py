@@ -1,10 +1,11 @@
 """bench/capacity.py: the rate search, the backlog slope, a step's verdict and the report."""
 
+import os
 import re
 
 import pytest
 
-from bench import capacity, report
+from bench import capacity, report, run
 
 
 def threshold_search(limit: float, **options) -> tuple[tuple[float, float | None], list[float]]:
@@ -144,9 +145,16 @@ def test_the_found_rate_is_the_highest_step_that_held():
 
 def test_report_has_the_table_and_a_chart_per_scenario():
     found = result([step(rate=250.0), step(rate=500.0, errors=9)], failed=500)
-    results = {"run": {"capacity_seconds": 10.0}, "capacity": [found], "skipped": []}
+    run_info = {
+        "capacity_seconds": 10.0,
+        "worker_processes": 1,
+        "capacity_worker_processes": 2,
+        "worker_threads": 16,
+    }
+    results = {"run": run_info, "capacity": [found], "skipped": []}
     html = report._capacity_section(results)
     assert "Sustained capacity" in html
+    assert "2 Celery worker process(es) x 16 threads" in html
     assert html.count("<svg") == 3
     assert "fails: 9 of 5,000 not answered 2xx" in html
     text = report.capacity_text_table(results)
@@ -192,3 +200,25 @@ def test_start_rates_prefer_the_pair_then_the_scenario_then_the_default():
 def test_a_malformed_start_rate_is_refused(spec):
     with pytest.raises(ValueError, match=re.escape(repr(spec))):
         capacity.parse_start_rates([spec])
+
+
+class FakeStack:
+    def __init__(self, *, uses_worker, workers):
+        self.variant = type("Variant", (), {"uses_worker": uses_worker})()
+        self.workers = list(range(workers))
+
+    def start_worker(self, *, concurrency):
+        self.workers.append(concurrency)
+
+
+def test_the_capacity_search_runs_a_worker_process_per_core_by_default():
+    args = run.parse_args([])
+    assert args.worker_processes == 1
+    assert args.capacity_worker_processes == (os.cpu_count() or 1)
+    stacks = {
+        "ours": FakeStack(uses_worker=True, workers=1),
+        "bare": FakeStack(uses_worker=False, workers=0),
+    }
+    run.add_workers(stacks, processes=3, args=args)
+    assert stacks["ours"].workers == [0, 16, 16]
+    assert stacks["bare"].workers == []
