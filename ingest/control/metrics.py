@@ -158,7 +158,7 @@ def _histogram(name: str, prefix: str, bounds: tuple, scale: float, values: dict
     return lines
 
 
-def render(*, backlog: int | None, pending_events: int | None) -> str:
+def render(*, backlog: int | None, pending_events: int | None, batch_window_s: float) -> str:
     """Return the gateway's metrics as Prometheus text."""
     try:
         values, readable = totals.get(), 1
@@ -194,4 +194,7 @@ def render(*, backlog: int | None, pending_events: int | None) -> str:
         name = "ingest_pending_events"
         lines += [f"# HELP {name} Events accepted by the answering process, not yet published"]
         lines += [f"# TYPE {name} gauge", f'{name}{{pid="{os.getpid()}"}} {pending_events}']
+    name = "ingest_batch_window_seconds"
+    lines += [f"# HELP {name} The answering process's batch window; 0 while the workers keep up"]
+    lines += [f"# TYPE {name} gauge", f'{name}{{pid="{os.getpid()}"}} {batch_window_s:g}']
     return "\n".join(lines) + "\n"

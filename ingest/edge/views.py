@@ -107,7 +107,11 @@ def readyz(request):
 def prometheus_metrics(request):
     """Expose the gateway's metrics in the Prometheus text format."""
     gateway = runtime.get_gateway()
-    body = metrics.render(backlog=gateway.backlog.depth, pending_events=gateway.batcher.pending[0])
+    body = metrics.render(
+        backlog=gateway.backlog.depth,
+        pending_events=gateway.batcher.pending[0],
+        batch_window_s=gateway.batcher.window_s,
+    )
     return HttpResponse(body, content_type="text/plain; version=0.0.4; charset=utf-8")
 
 

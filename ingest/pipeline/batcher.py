@@ -99,6 +99,11 @@ class Batcher:
         with self._condition:
             return self._pending_events, self._pending_bytes
 
+    @property
+    def window_s(self) -> float:
+        """Return the least time between two takes of the open batch, as it stands now."""
+        return self._window_s()
+
     def submit(
         self,
         *,

@@ -1,5 +1,6 @@
 """The /metrics endpoint and the gateway-wide totals it reports."""
 
+import os
 import time
 
 import pytest
@@ -37,6 +38,8 @@ def test_metrics_sum_what_every_process_flushed(client, gateway, recorder, monke
     assert 'ingest_delivery_latency_seconds_bucket{le="0.05"} 1' in text
     assert "ingest_publish_confirm_seconds_count 1" in text
     assert "ingest_backlog_batches 0" in text
+    # The fixture's batcher holds its whole 1 ms window.
+    assert f'ingest_batch_window_seconds{{pid="{os.getpid()}"}} 0.001' in text
     assert "ingest_stats_readable 1" in text
     for line in text.splitlines():
         assert line.startswith("#") or len(line.rsplit(" ", 1)) == 2, line
