@@ -76,12 +76,16 @@ class BacklogMonitor:
         while not self._stop.is_set():
             try:
                 self.depth = self._read_depth()
+                if self.error is not None:
+                    logger.info("backlog check works again after: %s", self.error)
                 self.error = None
                 if self._on_depth is not None:
                     self._on_depth(self.depth)
             except Exception as error:  # any failure to reach the broker means shed load
-                self.error = f"{type(error).__name__}: {error}"
-                logger.warning("backlog check failed: %s", self.error)
+                failing, self.error = self.error, f"{type(error).__name__}: {error}"
+                # Readings come several times a second: one line per outage, not per reading.
+                if self.error != failing:
+                    logger.warning("backlog check failed: %s", self.error)
             self.first_read.set()
             self._stop.wait(self._interval_s)
 

@@ -37,3 +37,23 @@ def test_the_backlog_monitor_hands_every_reading_to_the_window():
     assert done.wait(2)
     monitor.stop()
     assert seen[:3] == [3, 40, 41]
+
+
+def test_a_broker_away_for_many_readings_is_logged_once(caplog):
+    readings = iter([ConnectionError("refused")] * 5 + [7])
+    done = threading.Event()
+
+    def read_depth():
+        reading = next(readings, 7)
+        if isinstance(reading, Exception):
+            raise reading
+        return reading
+
+    monitor = runtime.BacklogMonitor(
+        read_depth=read_depth, interval_s=0.01, high_water=100, on_depth=lambda _: done.set()
+    )
+    assert done.wait(2)
+    monitor.stop()
+    failures = [r for r in caplog.records if r.getMessage().startswith("backlog check failed")]
+    assert len(failures) == 1
+    assert monitor.error is None and monitor.depth == 7
