@@ -89,7 +89,7 @@ def queue_depth() -> int:
 
 
 class QueueDepthReader:
-    """Read the queue depth over one kept connection, for a caller that asks every moment."""
+    """Read the queue depth over one kept connection, for a caller that asks it often."""
 
     def __init__(self):
         self._connection = None

@@ -38,9 +38,12 @@ def publish_wait_s() -> float:
 
 
 class BacklogMonitor:
-    """Poll the broker queue depth in the background so requests can shed load without I/O."""
+    """Poll the broker queue depth in the background so requests can shed load without I/O.
 
-    def __init__(self, *, read_depth, interval_s: float, high_water: int, on_depth=None):
+    Each reading also goes to `on_depth`: the batch window follows it (pipeline.window).
+    """
+
+    def __init__(self, *, read_depth, interval_s: float, high_water: int, on_depth):
         self._read_depth = read_depth
         self._on_depth = on_depth
         self._interval_s = interval_s
@@ -79,8 +82,7 @@ class BacklogMonitor:
                 if self.error is not None:
                     logger.info("backlog check works again after: %s", self.error)
                 self.error = None
-                if self._on_depth is not None:
-                    self._on_depth(self.depth)
+                self._on_depth(self.depth)
             except Exception as error:  # any failure to reach the broker means shed load
                 failing, self.error = self.error, f"{type(error).__name__}: {error}"
                 # Readings come several times a second: one line per outage, not per reading.
