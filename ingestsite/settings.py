@@ -257,8 +257,15 @@ CELERY_WORKER_CONSUMER = "celery_app.consumer:Consumer"
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_TASK_IGNORE_RESULT = True
-CELERY_TASK_SERIALIZER = "json"
-CELERY_ACCEPT_CONTENT = ["json"]
+# Task messages are MessagePack (celery_app/serialization.py); workers also take JSON, which
+# earlier versions published. While workers of such a version still run, gateways publish JSON
+# (docs/CONFIGURATION.md, "Upgrading to MessagePack task messages").
+CELERY_TASK_SERIALIZER = env_str("CELERY_TASK_SERIALIZER", "msgpack")
+if CELERY_TASK_SERIALIZER not in ("msgpack", "json"):
+    raise ImproperlyConfigured(
+        f"CELERY_TASK_SERIALIZER must be msgpack or json, got {CELERY_TASK_SERIALIZER!r}"
+    )
+CELERY_ACCEPT_CONTENT = ["msgpack", "json"]
 CELERY_WORKER_PREFETCH_MULTIPLIER = env_int("CELERY_WORKER_PREFETCH_MULTIPLIER", 1)
 # After a broker reconnect Celery restores a reduced prefetch count with basic_qos from the pool
 # thread that acks, racing the consumer on the one AMQP connection: the worker stalls until the

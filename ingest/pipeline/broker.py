@@ -71,6 +71,7 @@ def _new_publisher() -> TaskPublisher:
         queue=app.amqp.default_queue,
         task_name=DELIVER_BATCH_TASK,
         timeout=settings.INGEST_PUBLISH_TIMEOUT_S,
+        serializer=app.conf.task_serializer,
     )
 
 

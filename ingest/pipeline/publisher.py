@@ -38,12 +38,19 @@ class TaskPublisher:
     """
 
     def __init__(
-        self, *, connect: Callable[[], Connection], queue: Queue, task_name: str, timeout: float
+        self,
+        *,
+        connect: Callable[[], Connection],
+        queue: Queue,
+        task_name: str,
+        timeout: float,
+        serializer: str,
     ):
         self._connect = connect
         self._queue = queue
         self._task_name = task_name
         self._timeout = timeout
+        self._serializer = serializer
         self._origin = f"gen{os.getpid()}@{socket.gethostname()}"
         self._connection: Connection | None = None
         self._producer: Producer | None = None
@@ -78,7 +85,7 @@ class TaskPublisher:
         self._returned = None
         producer.publish(
             ((), kwargs, NO_CALLBACKS),
-            serializer="json",
+            serializer=self._serializer,
             # Only what the worker reads: each header costs py-amqp's table encoder several
             # microseconds, and Celery's defaults fill in the rest (no parent, group or retries).
             headers={
