@@ -7,7 +7,8 @@ encodes and decodes a batch in a few microseconds (docs/BENCHMARKS.md, "Server c
 """
 
 import msgspec
-from kombu.serialization import register
+from kombu.exceptions import EncodeError
+from kombu.serialization import dumps, register
 
 MSGPACK = "msgpack"
 # The name and content type kombu's own msgpack serializer uses, so any Celery reads the messages.
@@ -26,3 +27,16 @@ def register_msgpack() -> None:
         content_type=MSGPACK_CONTENT_TYPE,
         content_encoding="binary",
     )
+
+
+def dumps_body(body, *, serializer: str) -> tuple[str, str, bytes]:
+    """Return a task body's content type, content encoding and bytes, as JSON if it must be.
+
+    A str with a lone surrogate (a poison record, replayed from a dead letter) has no UTF-8
+    form, which MessagePack's strings need. JSON escapes it, and the worker makes that record
+    alone a dead letter instead of the whole batch failing to publish.
+    """
+    try:
+        return dumps(body, serializer=serializer)
+    except EncodeError:
+        return dumps(body, serializer="json")

@@ -71,7 +71,7 @@ def _new_publisher() -> TaskPublisher:
         queue=app.amqp.default_queue,
         task_name=DELIVER_BATCH_TASK,
         timeout=settings.INGEST_PUBLISH_TIMEOUT_S,
-        serializer=app.conf.task_serializer,
+        serializer=settings.INGEST_MESSAGE_FORMAT,
     )
 
 
