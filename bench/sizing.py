@@ -183,8 +183,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--message-bytes-per-event",
         type=float,
-        default=285.0,
-        help="bytes of a task message per ~213-byte event (the MessagePack body of 1,000 records)",
+        default=330.0,
+        help="bytes of a task message per ~213-byte event (the JSON body of 1,000 records)",
     )
     parser.add_argument(
         "--kafka-bytes-per-event",
