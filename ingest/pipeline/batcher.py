@@ -39,7 +39,7 @@ class Batch:
     # Plain tuples in BatchRecord's field order, which encode as BatchRecords do: a NamedTuple
     # costs three times as much to build, and the garbage collector never untracks one, so each
     # collection would scan every record waiting in a batch (docs/BENCHMARKS.md, "Server cost
-    # per event").
+    # per event (issue 14)").
     records: list[tuple] = field(default_factory=list)
     nbytes: int = 0
     published: threading.Event = field(default_factory=threading.Event)

@@ -35,8 +35,8 @@ def build_server(args: argparse.Namespace, *, reuse_port: bool) -> DeadlineServe
     gc.collect()
     gc.freeze()
     # The events and records of every request in flight are young objects, so at the default
-    # threshold a server under batch load collected them hundreds of times a second, ~6% of its
-    # CPU; at this one, under 1% (docs/BENCHMARKS.md, "Server cost per event").
+    # threshold a server under batch load collected them about 60 times a second, ~6% of its
+    # CPU; at this one, under 1% (docs/BENCHMARKS.md, "Server cost per event (issue 14)").
     gc.set_threshold(YOUNG_GENERATION_THRESHOLD, *gc.get_threshold()[1:])
     server = DeadlineServer(
         args.address,
