@@ -4,9 +4,11 @@
 
 Publishes --publishes persistent messages of one batch of --events ~200-byte events each, with
 publisher confirms, to a throwaway queue on the local RabbitMQ (deleted afterwards), once through
-Celery's apply_async (the gateway's publish before TaskPublisher) and once through TaskPublisher,
-alternating for --rounds rounds. Prints the calling thread's CPU time and the wall time per
-publish; the wall time includes waiting for the broker's confirm.
+Celery's apply_async (the gateway's publish before TaskPublisher, JSON) and once through
+TaskPublisher with each task serializer (msgpack, the default, and json), alternating for
+--rounds rounds. Prints the calling thread's CPU time and the wall time per publish (the wall
+time includes waiting for the broker's confirm), and the CPU a worker spends decoding each
+message body.
 """
 
 import argparse
@@ -14,13 +16,16 @@ import statistics
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from celery import Celery
 from kombu import Exchange, Queue
+from kombu.serialization import dumps, loads
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from celery_app.serialization import TASK_SERIALIZERS, register_msgpack  # noqa: E402
 from ingest.pipeline.publisher import TaskPublisher  # noqa: E402
 
 TASK_NAME = "bench.deliver_batch"
@@ -84,20 +89,32 @@ def main() -> None:
             kwargsrepr=f"<{len(records)} records>",
         )
 
-    publisher = TaskPublisher(
-        connect=app.connection_for_write,
-        queue=Queue(queue_name, Exchange(queue_name), routing_key=queue_name, durable=True),
-        task_name=TASK_NAME,
-        timeout=5.0,
-    )
-
-    def with_task_publisher() -> None:
-        batch_id, task_kwargs = kwargs()
-        publisher.publish(
-            task_id=batch_id, kwargs=task_kwargs, kwargsrepr=f"<{len(records)} records>"
+    register_msgpack()
+    queue = Queue(queue_name, Exchange(queue_name), routing_key=queue_name, durable=True)
+    publishers = {
+        serializer: TaskPublisher(
+            connect=app.connection_for_write,
+            queue=queue,
+            task_name=TASK_NAME,
+            timeout=5.0,
+            serializer=serializer,
         )
+        for serializer in TASK_SERIALIZERS
+    }
 
-    ways = {"celery apply_async": with_celery, "TaskPublisher": with_task_publisher}
+    def with_task_publisher(publisher: TaskPublisher) -> Callable[[], None]:
+        def publish_one() -> None:
+            batch_id, task_kwargs = kwargs()
+            publisher.publish(
+                task_id=batch_id, kwargs=task_kwargs, kwargsrepr=f"<{len(records)} records>"
+            )
+
+        return publish_one
+
+    ways = {"celery apply_async": with_celery} | {
+        f"TaskPublisher {serializer}": with_task_publisher(publisher)
+        for serializer, publisher in publishers.items()
+    }
     results: dict[str, list[tuple[float, float]]] = {name: [] for name in ways}
     try:
         for round_number in range(1, args.rounds + 1):
@@ -105,18 +122,35 @@ def main() -> None:
                 cpu, wall = timed(publish_one, args.publishes)
                 results[name].append((cpu, wall))
                 print(
-                    f"round {round_number}: {name:18}  {cpu:7.1f} us CPU  {wall:7.1f} us wall"
+                    f"round {round_number}: {name:22}  {cpu:7.1f} us CPU  {wall:7.1f} us wall"
                     f"  per publish of {args.events} events",
                     flush=True,
                 )
     finally:
-        publisher.close()
+        for publisher in publishers.values():
+            publisher.close()
         with app.connection_for_write() as connection:
             connection.default_channel.queue_delete(queue_name)
     for name, costs in results.items():
         cpu = statistics.median(cost[0] for cost in costs)
         wall = statistics.median(cost[1] for cost in costs)
-        print(f"median {name:18}  {cpu:7.1f} us CPU  {wall:7.1f} us wall")
+        print(f"median {name:22}  {cpu:7.1f} us CPU  {wall:7.1f} us wall")
+    for serializer in TASK_SERIALIZERS:
+        cpu = decode_cost(serializer, records)
+        print(f"worker decode {serializer:8}  {cpu:7.1f} us CPU per message body")
+
+
+def decode_cost(serializer: str, records: list, repeat: int = 200) -> float:
+    """Return the CPU microseconds kombu takes to decode one batch's body, best of 5."""
+    body = ((), {"batch_id": str(uuid.uuid4()), "records": records, "accepted_at": 0.0}, {})
+    content_type, content_encoding, data = dumps(body, serializer=serializer)
+    best = float("inf")
+    for _ in range(5):
+        started = time.thread_time()
+        for _ in range(repeat):
+            loads(data, content_type, content_encoding, accept=[content_type])
+        best = min(best, (time.thread_time() - started) / repeat * 1e6)
+    return best
 
 
 if __name__ == "__main__":

@@ -4,7 +4,11 @@ import os
 
 from celery import Celery
 
+from .serialization import register_msgpack
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "ingestsite.settings")
+# Before any message is published or read: the task messages are MessagePack.
+register_msgpack()
 
 app = Celery("ingest")
 app.config_from_object("django.conf:settings", namespace="CELERY")

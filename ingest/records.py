@@ -20,12 +20,13 @@ class Event(NamedTuple):
 
 
 class BatchRecord(NamedTuple):
-    """One record of a published batch; a NamedTuple, so it encodes to the same JSON list
-    ([topic, event_id, key, value, source, protocol]) in task messages. Messages published
-    before sources and protocols were carried hold the first four fields only.
+    """One record of a published batch; a NamedTuple, so it encodes to the same array
+    ([topic, event_id, key, value, source, protocol]) in task messages, as a plain tuple of its
+    fields does (the batcher's). Messages published before sources and protocols were carried
+    hold the first four fields only.
 
-    Task messages carry bytes through kombu's JSON (it marks them); dead letters keep them as
-    {"base64": ...} (stored_record).
+    Task messages carry bytes as MessagePack's bytes (JSON messages of earlier versions through
+    kombu's marker); dead letters keep them as {"base64": ...} (stored_record).
     """
 
     topic: str

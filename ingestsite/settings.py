@@ -257,8 +257,10 @@ CELERY_WORKER_CONSUMER = "celery_app.consumer:Consumer"
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_TASK_IGNORE_RESULT = True
+# Celery's own re-sends of a task (task.retry) stay JSON, which holds any str; the gateway
+# publishes batches as INGEST_MESSAGE_FORMAT. Workers take both.
 CELERY_TASK_SERIALIZER = "json"
-CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_ACCEPT_CONTENT = ["msgpack", "json"]
 CELERY_WORKER_PREFETCH_MULTIPLIER = env_int("CELERY_WORKER_PREFETCH_MULTIPLIER", 1)
 # After a broker reconnect Celery restores a reduced prefetch count with basic_qos from the pool
 # thread that acks, racing the consumer on the one AMQP connection: the worker stalls until the
@@ -294,6 +296,14 @@ INGEST_FLUSHERS = env_int("INGEST_FLUSHERS", 2)
 INGEST_PENDING_MAX_EVENTS = env_int("INGEST_PENDING_MAX_EVENTS", 50_000)
 INGEST_PENDING_MAX_BYTES = env_int("INGEST_PENDING_MAX_BYTES", 32 * 1_048_576)
 INGEST_PUBLISH_TIMEOUT_S = env_float("INGEST_PUBLISH_TIMEOUT_S", 5.0)
+# Batches are MessagePack (celery_app/serialization.py); while workers of a version that takes
+# only JSON still run, gateways publish JSON (docs/CONFIGURATION.md, "Upgrading to MessagePack
+# task messages").
+INGEST_MESSAGE_FORMAT = env_str("INGEST_MESSAGE_FORMAT", "msgpack")
+if INGEST_MESSAGE_FORMAT not in ("msgpack", "json"):
+    raise ImproperlyConfigured(
+        f"INGEST_MESSAGE_FORMAT must be msgpack or json, got {INGEST_MESSAGE_FORMAT!r}"
+    )
 INGEST_DELIVERED_TIMEOUT_S = env_float("INGEST_DELIVERED_TIMEOUT_S", 10.0)
 INGEST_BACKLOG_HIGH_WATER = env_int("INGEST_BACKLOG_HIGH_WATER", 2_000)
 # The batch window follows these readings, so they come often enough for it to move within a

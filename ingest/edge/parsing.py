@@ -232,9 +232,10 @@ def _event(index: int, raw: bytes, *, max_id_length: int, max_record_bytes: int)
         raise rejection(raw, error, index=index) from error
     if not isinstance(event, dict):
         raise bad_request(f"event {index} is not a JSON object")
-    event_id = event_id_or_new(
-        event.get("id"), field=f'event {index}: "id"', max_length=max_id_length
-    )
+    event_id = event.get("id")
+    # An event's own valid id, the usual case, is taken without formatting the field's name.
+    if not (isinstance(event_id, str) and 0 < len(event_id) <= max_id_length):
+        event_id = event_id_or_new(event_id, field=f'event {index}: "id"', max_length=max_id_length)
     key = event.get("key")
     if key is not None and not isinstance(key, str):
         raise bad_request(f'event {index}: "key" must be a string')

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..ids import uuid7
-from ..records import NATIVE_PROTOCOL, BatchRecord, Event
+from ..records import NATIVE_PROTOCOL, Event
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +38,11 @@ class Batch:
     """Events from one or more requests that are published as one broker message."""
 
     batch_id: str
-    records: list[BatchRecord] = field(default_factory=list)
+    # Plain tuples in BatchRecord's field order, which encode as BatchRecords do: a NamedTuple
+    # costs three times as much to build, and the garbage collector never untracks one, so each
+    # collection would scan every record waiting in a batch (docs/BENCHMARKS.md, "Server cost
+    # per event (issue 14)").
+    records: list[tuple] = field(default_factory=list)
     nbytes: int = 0
     published: threading.Event = field(default_factory=threading.Event)
     error: BaseException | None = None
@@ -115,6 +119,10 @@ class Batcher:
         """Add one request's events to a batch; they are never split across batches."""
         nbytes = sum(len(event.value) for event in events)
         count = len(events)
+        # Built before the lock is taken, so request threads hold it only to append.
+        records = [
+            (topic, event_id, key, value, source, protocol) for event_id, key, value in events
+        ]
         with self._condition:
             if self._closing:
                 raise BatcherClosed("the gateway is shutting down")
@@ -136,10 +144,7 @@ class Batcher:
             if batch is None:
                 batch = self._open = Batch(batch_id=uuid7())
             first_index = len(batch.records)
-            batch.records.extend(
-                BatchRecord(topic, event.event_id, event.key, event.value, source, protocol)
-                for event in events
-            )
+            batch.records += records
             batch.nbytes += nbytes
             self._pending_events += count
             self._pending_bytes += nbytes

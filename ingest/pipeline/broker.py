@@ -47,7 +47,7 @@ def enqueue_records(*, records: list[BatchRecord]) -> str:
     return batch_id
 
 
-def publish(*, batch_id: str, records: list[BatchRecord]) -> None:
+def publish(*, batch_id: str, records: list[tuple]) -> None:
     """Publish a batch over this thread's kept connection and wait for the broker's confirm."""
     publisher = getattr(_thread_publishers, "publisher", None)
     if publisher is None:
@@ -71,10 +71,12 @@ def _new_publisher() -> TaskPublisher:
         queue=app.amqp.default_queue,
         task_name=DELIVER_BATCH_TASK,
         timeout=settings.INGEST_PUBLISH_TIMEOUT_S,
+        serializer=settings.INGEST_MESSAGE_FORMAT,
     )
 
 
-def _publish_with(publisher: TaskPublisher, *, batch_id: str, records: list[BatchRecord]) -> None:
+def _publish_with(publisher: TaskPublisher, *, batch_id: str, records: list[tuple]) -> None:
+    # Each record is a BatchRecord or a tuple of its fields: both encode as the same array.
     publisher.publish(
         task_id=batch_id,
         kwargs={"batch_id": batch_id, "records": records, "accepted_at": time.time()},

@@ -7,6 +7,8 @@ from collections.abc import Callable
 
 from kombu import Connection, Producer, Queue
 
+from celery_app.serialization import dumps_body
+
 logger = logging.getLogger(__name__)
 
 # Celery's task message protocol 2: the body is [args, kwargs, embed].
@@ -38,12 +40,19 @@ class TaskPublisher:
     """
 
     def __init__(
-        self, *, connect: Callable[[], Connection], queue: Queue, task_name: str, timeout: float
+        self,
+        *,
+        connect: Callable[[], Connection],
+        queue: Queue,
+        task_name: str,
+        timeout: float,
+        serializer: str,
     ):
         self._connect = connect
         self._queue = queue
         self._task_name = task_name
         self._timeout = timeout
+        self._serializer = serializer
         self._origin = f"gen{os.getpid()}@{socket.gethostname()}"
         self._connection: Connection | None = None
         self._producer: Producer | None = None
@@ -76,9 +85,13 @@ class TaskPublisher:
     def _send(self, *, task_id: str, kwargs: dict, kwargsrepr: str) -> None:
         producer = self._producer or self._open()
         self._returned = None
+        content_type, content_encoding, body = dumps_body(
+            ((), kwargs, NO_CALLBACKS), serializer=self._serializer
+        )
         producer.publish(
-            ((), kwargs, NO_CALLBACKS),
-            serializer="json",
+            body,
+            content_type=content_type,
+            content_encoding=content_encoding,
             # Only what the worker reads: each header costs py-amqp's table encoder several
             # microseconds, and Celery's defaults fill in the rest (no parent, group or retries).
             headers={

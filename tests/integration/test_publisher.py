@@ -8,16 +8,19 @@ from collections import Counter
 
 import pytest
 from celery.worker.request import Request
+from django.conf import settings
 from django.db import OperationalError
 from kombu import Connection, Exchange, Queue
 
 from celery_app import app
+from celery_app.serialization import MSGPACK_CONTENT_TYPE, TASK_SERIALIZERS
 from ingest.control.topics import read_topic
 from ingest.delivery import outcomes, producers, service
-from ingest.delivery.tasks import DELIVER_BATCH_TASK
+from ingest.delivery.tasks import DELIVER_BATCH_TASK, batch_records
 from ingest.ids import uuid7
 from ingest.models import DeliveryOutcome
 from ingest.pipeline.publisher import MessageReturned, TaskPublisher
+from ingest.records import BatchRecord
 from tests.stack import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db]
@@ -34,8 +37,22 @@ def queue():
 
 @pytest.fixture
 def publisher(queue):
+    yield from publisher_of(queue, serializer=settings.INGEST_MESSAGE_FORMAT)
+
+
+@pytest.fixture(params=TASK_SERIALIZERS)
+def any_publisher(request, queue):
+    """A publisher of each task message format, JSON being the one earlier versions published."""
+    yield from publisher_of(queue, serializer=request.param)
+
+
+def publisher_of(queue, *, serializer):
     publisher = TaskPublisher(
-        connect=app.connection_for_write, queue=queue, task_name=DELIVER_BATCH_TASK, timeout=5
+        connect=app.connection_for_write,
+        queue=queue,
+        task_name=DELIVER_BATCH_TASK,
+        timeout=5,
+        serializer=serializer,
     )
     yield publisher
     publisher.close()
@@ -54,7 +71,9 @@ def publish_batch(publisher, records):
 def take_messages(queue, connection):
     channel = connection.default_channel
     messages = []
-    while (message := queue.bind(channel).get(no_ack=False)) is not None:
+    # As a worker takes them: kombu decodes only the content types a consumer accepts.
+    accept = app.conf.accept_content
+    while (message := queue.bind(channel).get(no_ack=False, accept=accept)) is not None:
         messages.append(message)
     return messages
 
@@ -62,11 +81,11 @@ def take_messages(queue, connection):
 # The task ends as a worker's would, closing a connection left inside a transaction: no test one.
 @pytest.mark.django_db(transaction=True)
 def test_a_published_batch_is_a_task_celery_runs_and_its_events_reach_kafka(
-    publisher, queue, kafka_address
+    any_publisher, queue, kafka_address
 ):
     topic = f"publisher-{uuid.uuid4().hex[:8]}"
     records = [[topic, f"ev-{n}", None, json.dumps({"n": n})] for n in range(5)]
-    batch_id = publish_batch(publisher, records)
+    batch_id = publish_batch(any_publisher, records)
 
     producers.close_producer(timeout=5)
     with app.connection_for_write() as connection:
@@ -82,6 +101,22 @@ def test_a_published_batch_is_a_task_celery_runs_and_its_events_reach_kafka(
     assert DeliveryOutcome.objects.get(batch_id=batch_id).status == "delivered"
     found = {record.event_id for record in read_topic(topic=topic, idle_timeout_s=2)}
     assert found == {record[1] for record in records}
+
+
+def test_a_message_carries_str_as_str_and_bytes_as_bytes(publisher, queue):
+    records = [
+        BatchRecord("t", "ev-1", "user-1", '{"n":"\u00e9\\""}', "web", "native"),
+        BatchRecord("t", "ev-2", b"\x00k", b"\x00\xffbinary", "kafka-team", "confluent"),
+    ]
+    publish_batch(publisher, records)
+
+    with app.connection_for_write() as connection:
+        (message,) = take_messages(queue, connection)
+        message.ack()
+    assert message.content_type == MSGPACK_CONTENT_TYPE
+    # Not escaped into a JSON string: the value's bytes appear in the body as they are.
+    assert records[0].value.encode() in message.body
+    assert batch_records(message.decode()[1]["records"]) == records
 
 
 def test_a_dropped_connection_is_replaced_and_the_batch_still_published(publisher, queue):
@@ -105,6 +140,7 @@ def test_an_unreachable_broker_fails_the_publish_quickly(queue):
         queue=queue,
         task_name=DELIVER_BATCH_TASK,
         timeout=1,
+        serializer=settings.INGEST_MESSAGE_FORMAT,
     )
     started = time.monotonic()
     with pytest.raises(OSError):
@@ -134,7 +170,11 @@ def test_a_message_no_queue_takes_fails_the_publish(queue):
         queue.exchange.bind(connection.default_channel).declare()  # an exchange, nothing bound
     unbound = Queue(queue.name, queue.exchange, routing_key=queue.name, no_declare=True)
     publisher = TaskPublisher(
-        connect=app.connection_for_write, queue=unbound, task_name=DELIVER_BATCH_TASK, timeout=5
+        connect=app.connection_for_write,
+        queue=unbound,
+        task_name=DELIVER_BATCH_TASK,
+        timeout=5,
+        serializer=settings.INGEST_MESSAGE_FORMAT,
     )
     try:
         with pytest.raises(MessageReturned, match="NO_ROUTE"):

@@ -8,6 +8,7 @@ from ingest.control import stats
 from ingest.delivery import producers, service, tasks
 from ingest.pipeline import runtime
 from ingest.pipeline.batcher import Batcher
+from ingest.records import BatchRecord
 from tests.unit.fake_kafka import FakeKafka
 
 
@@ -57,7 +58,7 @@ class RecordingPublisher:
 
     @property
     def records(self):
-        return [record for batch in self.batches for record in batch.records]
+        return [BatchRecord(*record) for batch in self.batches for record in batch.records]
 
 
 @pytest.fixture

@@ -54,6 +54,7 @@ def test_a_new_connection_declares_the_queue_with_its_arguments(declared, argume
         queue=queue,
         task_name="ingest.deliver_batch",
         timeout=1,
+        serializer="json",
     )
     try:
         publisher.publish(task_id="t1", kwargs={}, kwargsrepr="{}")
