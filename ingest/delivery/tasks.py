@@ -30,6 +30,7 @@ PRODUCER_FLUSH_TIMEOUT_S = 10.0
 # a capped exponential backoff with jitter.
 RESEND_BACKOFF_BASE_S = 1.0
 RESEND_BACKOFF_MAX_S = 60.0
+BATCH_RECORD_FIELDS = len(BatchRecord._fields)
 # Logged for a batch re-sent because the worker stops (tests/faults counts these).
 STOPPING = "the worker is stopping; the batch goes back to the queue with what is settled"
 
@@ -87,7 +88,11 @@ def deliver_batch(
 
 def batch_records(items: list) -> list[BatchRecord]:
     """Return the typed records of a task message's [topic, event_id, key, value] lists."""
-    return [BatchRecord(*item) for item in items]
+    # _make skips the defaults that only messages of older gateways, of four fields, need.
+    return [
+        BatchRecord._make(item) if len(item) == BATCH_RECORD_FIELDS else BatchRecord(*item)
+        for item in items
+    ]
 
 
 def _give_up(task, settlement: service.Settlement, *, reason: str) -> str:
