@@ -44,6 +44,7 @@ _worker_stopping = threading.Event()
     reject_on_worker_lost=True,
     ignore_result=True,
     max_retries=None,  # bounded by INGEST_TASK_MAX_RETRIES, counted in the settled state
+    Request="celery_app.request:DecodedRequest",
 )
 def deliver_batch(
     self, batch_id: str, records: list, accepted_at: float, settled: dict | None = None
