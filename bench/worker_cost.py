@@ -1,7 +1,8 @@
 """Measure a Celery worker's CPU per batch and per record, without a web server on the cores.
 
     .venv/bin/python bench/worker_cost.py [--small 1 --small-batches 2000]
-        [--large 1000 --large-batches 60] [--rounds 1] [--idle-seconds 10] [--backends ...]
+        [--large 1000 --large-batches 60] [--rounds 1] [--idle-seconds 10] [--rate R]
+        [--backends ...]
 
 Starts a Tansu and a worker of tests/stack.py (16 threads, production mode, the local PostgreSQL
 and RabbitMQ), and for each producer backend (KAFKA_CLIENT): delivers one warm-up batch, reads
@@ -9,7 +10,10 @@ the worker's CPU while it idles for --idle-seconds, then, per batch size, freeze
 (SIGSTOP), publishes the batches straight to its queue with ingest.pipeline.broker.publish (as
 the gateway does, confirmed), thaws it and waits until every batch has its outcome. The worker's
 CPU from the thaw to the last outcome, over the two sizes, gives CPU = batches x per-batch +
-records x per-record. Idle CPU over the drain is included, as in bench/stack_cost.py.
+records x per-record. With --rate the batches are published at that rate to the running worker
+instead, one at a time as a gateway's flusher sends them, which costs a worker more per batch
+than a backlog (it wakes for each). Idle CPU over the run is included, as in
+bench/stack_cost.py.
 """
 
 import argparse
@@ -44,6 +48,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--large-batches", type=int, default=60)
     parser.add_argument("--rounds", type=int, default=1, help="measurements per size and backend")
     parser.add_argument("--idle-seconds", type=float, default=10.0)
+    parser.add_argument(
+        "--rate", type=float, help="batches a second, published to the running worker"
+    )
     parser.add_argument("--backends", nargs="+", default=BACKENDS, choices=BACKENDS)
     return parser.parse_args()
 
@@ -57,33 +64,45 @@ def worker_cpu(stack: Stack) -> float:
     return loadgen.tree_cpu_seconds([stack.worker.pid])
 
 
-def publish_batches(*, batches: int, size: int) -> None:
-    """Publish `batches` batches of `size` records to the worker's queue, confirmed."""
+def new_batch(size: int) -> list:
     from ingest.ids import uuid7
-    from ingest.pipeline import broker
     from ingest.records import BatchRecord
 
-    def one(_: int) -> None:
-        records = [
-            BatchRecord(TOPIC, uuid7(), f"user-{n % 97}", '{"page":"/home","n":1}')
-            for n in range(size)
-        ]
-        broker.publish(batch_id=uuid7(), records=records)
+    return [
+        BatchRecord(TOPIC, uuid7(), f"user-{n % 97}", '{"page":"/home","n":1}') for n in range(size)
+    ]
 
+
+def publish(records: list) -> None:
+    from ingest.ids import uuid7
+    from ingest.pipeline import broker
+
+    broker.publish(batch_id=uuid7(), records=records)
+
+
+def publish_backlog(*, batches: int, size: int) -> None:
+    """Publish `batches` batches of `size` records to the worker's queue, confirmed."""
     with ThreadPoolExecutor(PUBLISH_THREADS) as pool:
-        list(pool.map(one, range(batches)))
+        list(pool.map(lambda _: publish(new_batch(size)), range(batches)))
 
 
-def deliver(stack: Stack, *, batches: int, size: int) -> float:
-    """Publish to the frozen worker, thaw it, wait for every outcome; return its CPU and wall
-    seconds."""
+def deliver(stack: Stack, *, batches: int, size: int, rate: float | None = None) -> tuple:
+    """Return the worker's CPU and wall seconds to record the outcomes of `batches` batches:
+    published to it while frozen, then thawed; or, with `rate`, published at that rate
+    (batches a second) to the running worker."""
     before = outcomes(stack)
-    stack.worker.send_signal(signal.SIGSTOP)
-    try:
-        publish_batches(batches=batches, size=size)
-    finally:
+    if rate:
         cpu_before, started = worker_cpu(stack), time.monotonic()
-        stack.worker.send_signal(signal.SIGCONT)
+        for number in range(batches):
+            publish(new_batch(size))
+            time.sleep(max(0.0, started + (number + 1) / rate - time.monotonic()))
+    else:
+        stack.worker.send_signal(signal.SIGSTOP)
+        try:
+            publish_backlog(batches=batches, size=size)
+        finally:
+            cpu_before, started = worker_cpu(stack), time.monotonic()
+            stack.worker.send_signal(signal.SIGCONT)
     wait_until(
         lambda: outcomes(stack) - before >= batches,
         timeout=DRAIN_TIMEOUT_S,
@@ -106,7 +125,7 @@ def measure_backend(stack: Stack, backend: str, args: argparse.Namespace) -> Non
         for round_number in range(1, args.rounds + 1):
             runs = []
             for size, batches in sizes:
-                cpu, wall = deliver(stack, batches=batches, size=size)
+                cpu, wall = deliver(stack, batches=batches, size=size, rate=args.rate)
                 runs.append((batches, batches * size, cpu))
                 print(
                     f"{backend:12} round {round_number} {batches:5} batches x {size:5} records: "
