@@ -151,8 +151,25 @@ def main() -> None:
     args = parse_args()
     out = ROOT / "test-artifacts" / "worker-cost"
     tansu = Tansu(out)
-    stack = Stack(kafka_address=tansu.address, log_dir=out, extra_env={"LOG_LEVEL": "WARNING"})
-    # This process publishes as a gateway does, to the stack's queue.
+    stack = None
+    try:
+        stack = Stack(kafka_address=tansu.address, log_dir=out, extra_env={"LOG_LEVEL": "WARNING"})
+        publish_as_gateway(stack)
+        from ingest.pipeline import broker
+
+        try:
+            for backend in args.backends:
+                measure_backend(stack, backend, args)
+        finally:
+            broker.close_publishers()
+    finally:
+        if stack is not None:
+            stack.stop()
+        tansu.stop()
+
+
+def publish_as_gateway(stack: Stack) -> None:
+    """Set up Django in this process to publish as a gateway does, to the stack's queue."""
     os.environ.update(
         {
             key: stack.env[key]
@@ -169,15 +186,6 @@ def main() -> None:
     import django
 
     django.setup()
-    from ingest.pipeline import broker
-
-    try:
-        for backend in args.backends:
-            measure_backend(stack, backend, args)
-    finally:
-        broker.close_publishers()
-        stack.stop()
-        tansu.stop()
 
 
 if __name__ == "__main__":
