@@ -183,6 +183,12 @@ LOGGING = {
     },
     "loggers": {
         "kafka": {"level": env_str("KAFKA_LOG_LEVEL", "WARNING")},
+        # Celery's two INFO lines per task ("received", "succeeded") cost a worker more CPU per
+        # batch than its outcome write; retries, failures and connection changes still log.
+        **dict.fromkeys(
+            ("celery.worker.strategy", "celery.app.trace"),
+            {"level": env_str("TASK_LOG_LEVEL", "WARNING")},
+        ),
         "django.request": {
             "handlers": ["console"],
             "filters": ["unexpected_errors_only"],

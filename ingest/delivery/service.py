@@ -141,18 +141,23 @@ def settle_records(
         settlement.attempts += 1
         attempt = settlement.attempts
         results = produce_records(
-            records=[records[index] for index in unsettled],
+            records=records
+            if len(unsettled) == len(records)
+            else [records[index] for index in unsettled],
             timeout=settings.KAFKA_DELIVERY_TIMEOUT_S,
         )
         transient = {}
+        failed_for_good = False
+        offsets = settlement.offsets
         for index, result in zip(unsettled, results, strict=True):
             if not isinstance(result, producers.RecordFailure):
-                settlement.offsets[index] = result
+                offsets[index] = result
             elif is_transient(result):
                 transient[index] = result.reason
             else:
                 settlement.failures[index] = result.reason
-        if transient or any(index in settlement.failures for index in unsettled):
+                failed_for_good = True
+        if transient or failed_for_good:
             stats.count_producer_error()
         if not transient:
             return
@@ -228,9 +233,11 @@ def record_outcome(
         )
         stats.count_dead_lettered(records=failed)
     if len(failed) < len(records):
-        delivered = [
-            record for index, record in enumerate(records) if index not in settlement.failures
-        ]
+        delivered = (
+            [record for index, record in enumerate(records) if index not in settlement.failures]
+            if failed
+            else records
+        )
         stats.count_delivered(records=delivered, accepted_at=accepted_at)
     return outcome
 

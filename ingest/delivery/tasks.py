@@ -4,13 +4,19 @@ The task only translates between a task message and delivery.service. celery_app
 ingest.delivery package for autodiscovery, which on its own looks only for `ingest.tasks`.
 """
 
+import gc
 import logging
 import random
 import threading
 
 from celery import shared_task
 from celery.exceptions import Reject, Retry
-from celery.signals import worker_process_shutdown, worker_shutdown, worker_shutting_down
+from celery.signals import (
+    worker_process_shutdown,
+    worker_ready,
+    worker_shutdown,
+    worker_shutting_down,
+)
 from celery.worker.control import inspect_command
 from django.conf import settings
 from django.db import close_old_connections
@@ -30,6 +36,7 @@ PRODUCER_FLUSH_TIMEOUT_S = 10.0
 # a capped exponential backoff with jitter.
 RESEND_BACKOFF_BASE_S = 1.0
 RESEND_BACKOFF_MAX_S = 60.0
+BATCH_RECORD_FIELDS = len(BatchRecord._fields)
 # Logged for a batch re-sent because the worker stops (tests/faults counts these).
 STOPPING = "the worker is stopping; the batch goes back to the queue with what is settled"
 
@@ -43,6 +50,7 @@ _worker_stopping = threading.Event()
     reject_on_worker_lost=True,
     ignore_result=True,
     max_retries=None,  # bounded by INGEST_TASK_MAX_RETRIES, counted in the settled state
+    Request="celery_app.request:DecodedRequest",
 )
 def deliver_batch(
     self, batch_id: str, records: list, accepted_at: float, settled: dict | None = None
@@ -87,7 +95,11 @@ def deliver_batch(
 
 def batch_records(items: list) -> list[BatchRecord]:
     """Return the typed records of a task message's [topic, event_id, key, value] lists."""
-    return [BatchRecord(*item) for item in items]
+    # _make skips the defaults that only messages of older gateways, of four fields, need.
+    return [
+        BatchRecord._make(item) if len(item) == BATCH_RECORD_FIELDS else BatchRecord(*item)
+        for item in items
+    ]
 
 
 def _give_up(task, settlement: service.Settlement, *, reason: str) -> str:
@@ -139,6 +151,14 @@ def _resend(
         # would drop the batch. This is the one requeue left: of the message as it came, so
         # records acknowledged in this run may be produced again.
         raise Reject(f"re-send failed: {error.reason!r}; requeued", requeue=True) from error
+
+
+@worker_ready.connect
+def _freeze_startup_objects(**kwargs) -> None:
+    # The collector's full passes would otherwise walk every object Django, Celery and the
+    # clients made at startup, again and again, as batches of records churn through memory:
+    # about a fifth of the CPU per record (docs/BENCHMARKS.md, "Worker cost").
+    gc.freeze()
 
 
 @worker_shutting_down.connect

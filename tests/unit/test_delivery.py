@@ -120,3 +120,35 @@ def test_a_settlement_survives_the_task_message(kafka):
     assert service.Settlement.from_message(carried, count=3) == settlement
     assert service.Settlement.from_message(None, count=2).unsettled() == [0, 1]
     assert settlement.unsettled() == [1]
+
+
+def test_a_redelivered_batch_replaces_its_outcome_and_keeps_when_it_was_accepted(kafka):
+    records = batch_of(2, poison_at={1})
+    batch_id, accepted_at = uuid7(), time.time() - 60
+    outcomes.write_outcome(
+        batch_id=batch_id,
+        records=records,
+        accepted_at=accepted_at,
+        offsets=[[0, 7], None],
+        failures={1: "bad"},
+        attempts=1,
+    )
+    outcomes.write_outcome(
+        batch_id=batch_id,
+        records=records,
+        accepted_at=time.time(),
+        offsets=[[0, 7], [1, 3]],
+        failures={},
+        attempts=2,
+    )
+    stored = DeliveryOutcome.objects.get(batch_id=batch_id)
+    assert (stored.status, stored.offsets, stored.failures, stored.reason, stored.attempts) == (
+        DeliveryOutcome.Status.DELIVERED,
+        [[0, 7], [1, 3]],
+        {},
+        "",
+        2,
+    )
+    assert stored.topics == sorted({record.topic for record in records})
+    assert abs(stored.accepted_at.timestamp() - accepted_at) < 0.001
+    assert stored.finished_at.timestamp() > accepted_at

@@ -5,6 +5,7 @@ on its own: [partition, offset] once Kafka confirmed it, or a RecordFailure sayi
 whether a retry may succeed. One record that can never be sent fails alone.
 """
 
+import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,6 +17,8 @@ CLIENT_ID = "ingest-gateway"
 
 # Kafka's rule for topic names; a record naming another topic can never be produced.
 LEGAL_TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
+# Topic names whose legality is remembered; a batch names few, a worker's traffic not many more.
+LEGAL_TOPICS_REMEMBERED = 1_024
 
 
 @dataclass(frozen=True)
@@ -46,12 +49,33 @@ def encode_record(record: BatchRecord) -> tuple[str, bytes, bytes | None, list] 
     Every record carries the headers event-id, source (empty for anonymous requests) and
     protocol.
     """
-    topic = record.topic
-    if not LEGAL_TOPIC.fullmatch(topic) or topic in (".", ".."):
+    topic, event_id, key, value, source, protocol = record
+    if not legal_topic(topic):
         return RecordFailure(
             f"InvalidTopicError: {topic[:60]!r} is not a legal topic name", transient=False
         )
-    encoded = []
+    # Runs once per record: one try for every field, the field at fault only looked for after.
+    try:
+        value_bytes = value if isinstance(value, bytes) else value.encode()
+        key_bytes = key if key is None or isinstance(key, bytes) else key.encode()
+        headers = [
+            ("event-id", event_id.encode()),
+            ("source", source.encode()),
+            ("protocol", protocol.encode()),
+        ]
+    except UnicodeEncodeError:
+        return _unencodable(record)
+    return topic, value_bytes, key_bytes, headers
+
+
+@functools.lru_cache(maxsize=LEGAL_TOPICS_REMEMBERED)
+def legal_topic(topic: str) -> bool:
+    """Say whether Kafka takes this topic name; remembered, since a batch's topics repeat."""
+    return LEGAL_TOPIC.fullmatch(topic) is not None and topic not in (".", "..")
+
+
+def _unencodable(record: BatchRecord) -> RecordFailure:
+    """Say which field of a record does not encode to UTF-8."""
     for field, text in (
         ("value", record.value),
         ("key", record.key),
@@ -60,12 +84,11 @@ def encode_record(record: BatchRecord) -> tuple[str, bytes, bytes | None, list] 
         ("protocol", record.protocol),
     ):
         try:
-            encoded.append(text if text is None or isinstance(text, bytes) else text.encode())
+            if isinstance(text, str):
+                text.encode()
         except UnicodeEncodeError as error:
             return RecordFailure(f"UnicodeEncodeError in the {field}: {error}", transient=False)
-    value_bytes, key_bytes, id_bytes, source_bytes, protocol_bytes = encoded
-    headers = [("event-id", id_bytes), ("source", source_bytes), ("protocol", protocol_bytes)]
-    return topic, value_bytes, key_bytes, headers
+    raise AssertionError("every field of the record encodes")
 
 
 class Producer(Protocol):

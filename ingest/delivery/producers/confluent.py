@@ -4,6 +4,7 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
+from functools import partial
 
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka import Producer as RdKafkaProducer
@@ -36,29 +37,28 @@ class _DeliveryReports:
 
     def __init__(self, count: int):
         self.results: list = [None] * count
-        self.missing = 0
         self.done = threading.Event()
-        self.done.set()
         self._lock = threading.Lock()
+        self._reported = 0
+        # Unknown while records are still handed to librdkafka, whose reports may come first.
+        self._expected: int | None = None
 
-    def expect(self) -> None:
-        """Count one more record handed to librdkafka, whose report is still to come."""
+    def expect(self, count: int) -> None:
+        """Say how many records were handed to librdkafka in all, each with a report to come."""
         with self._lock:
-            self.missing += 1
-            self.done.clear()
+            self._expected = count
+            if self._reported == count:
+                self.done.set()
 
     def on_delivery(self, index: int, error, message) -> None:
-        if error is not None:
-            self.settle(index, confluent_failure(error))
-        else:
-            self.settle(index, [message.partition(), message.offset()])
-
-    def settle(self, index: int, result: RecordResult) -> None:
-        """Keep what became of an expected record."""
+        """Keep what became of a record handed to librdkafka (its on_delivery callback)."""
+        result = (
+            [message.partition(), message.offset()] if error is None else confluent_failure(error)
+        )
         with self._lock:  # the poller and a closing flush() may both serve reports
             self.results[index] = result
-            self.missing -= 1
-            if self.missing == 0:
+            self._reported += 1
+            if self._reported == self._expected:
                 self.done.set()
 
     def unconfirmed(self, failure: RecordFailure) -> list[RecordResult]:
@@ -110,52 +110,59 @@ class ConfluentProducer:
     def produce(self, *, records: Sequence[BatchRecord], timeout: float) -> list[RecordResult]:
         deadline = time.monotonic() + timeout
         reports = _DeliveryReports(len(records))
+        results = reports.results
+        handed = 0
         queue_full = None
+        produce = self._producer.produce
         for index, record in enumerate(records):
             encoded = encode_record(record)
             if isinstance(encoded, RecordFailure):
-                reports.results[index] = encoded
+                results[index] = encoded
                 continue
             if queue_full is not None:
-                reports.results[index] = queue_full
+                results[index] = queue_full
                 continue
             topic, value, key, headers = encoded
-            reports.expect()
+            # A partial, not a lambda: librdkafka calls it once per record, from the poller.
+            on_delivery = partial(reports.on_delivery, index)
             try:
-                self._enqueue(
-                    topic=topic,
-                    value=value,
-                    key=key,
-                    headers=headers,
-                    on_delivery=lambda error, message, index=index: reports.on_delivery(
-                        index, error, message
-                    ),
-                    deadline=deadline,
-                )
+                try:
+                    produce(topic, value, key, headers=headers, on_delivery=on_delivery)
+                except BufferError:
+                    self._enqueue_when_room(
+                        deadline=deadline,
+                        topic=topic,
+                        value=value,
+                        key=key,
+                        headers=headers,
+                        on_delivery=on_delivery,
+                    )
             except KafkaException as error:  # refused at once: too large, an invalid argument
-                reports.settle(index, confluent_failure(error.args[0]))
+                results[index] = confluent_failure(error.args[0])
+                continue
             except BufferError:
                 # The queue stayed full until the deadline: the rest of the batch waits too.
-                queue_full = RecordFailure(
+                queue_full = results[index] = RecordFailure(
                     "BufferError: the producer queue stayed full", transient=True
                 )
-                reports.settle(index, queue_full)
+                continue
+            handed += 1
+        reports.expect(handed)
         reports.done.wait(max(0.0, deadline - time.monotonic()))
         return reports.unconfirmed(
             RecordFailure(f"KafkaTimeoutError: not confirmed in {timeout:.1f}s", transient=True)
         )
 
-    def _enqueue(self, *, deadline: float, **message) -> None:
-        """Hand one record to librdkafka, waiting while its queue is full."""
-        while True:
+    def _enqueue_when_room(self, *, deadline: float, **message) -> None:
+        """Hand one record to librdkafka once its full queue has room, until the deadline."""
+        while (remaining := deadline - time.monotonic()) > 0:
+            time.sleep(min(CONFLUENT_QUEUE_FULL_PAUSE_S, remaining))
             try:
                 self._producer.produce(**message)
                 return
             except BufferError:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise
-                time.sleep(min(CONFLUENT_QUEUE_FULL_PAUSE_S, remaining))
+                pass
+        raise BufferError("the producer queue stayed full")
 
     def close(self, *, timeout: float) -> None:
         deadline = time.monotonic() + timeout
